@@ -1,0 +1,162 @@
+import type { Instance, KvRecord, QueryOperator, RecordField } from '../../protocol/index.js';
+
+/**
+ * The storage engine interface. It knows nothing of sockets or of SQLite: the WebSocket server,
+ * an embedded in-process store and later networked engines (PostgreSQL) all sit behind it, so
+ * every method is asynchronous.
+ *
+ * Inputs arrive validated (ids, sizes, TTL ranges, batch limits, duplicate keys are checked by the
+ * caller). Engines throw `ProtocolError` for outcomes the protocol names (INSTANCE_NOT_FOUND,
+ * INSTANCE_EXISTS, CONFLICT with `data.current`, TYPE_MISMATCH, STORAGE_ERROR).
+ *
+ * Semantics every engine keeps:
+ * - One database-wide revision counter. Every changed key takes its own revision; a multi-key
+ *   write takes consecutive revisions in one transaction; deleteNamespace and deleteInstance take
+ *   one revision each (none when they delete nothing).
+ * - A key whose `expiresAt` has passed does not exist for any read, write, list, count, query or
+ *   condition, whether or not it has been swept. A write that finds the key expired first records
+ *   its expiry (one revision) and then creates the key afresh: version 1, a new id, a new createdAt.
+ * - `version` is 1 on creation and +1 on every write of the key.
+ * - `autoCreate` on a missing instance creates it with id = name = instanceId; without it, an
+ *   operation on a missing instance throws INSTANCE_NOT_FOUND.
+ */
+export interface StorageEngine {
+  createInstance(input: { id?: string; name: string; description?: string }): Promise<Instance>;
+  getInstance(instanceId: string): Promise<Instance>;
+  listInstances(): Promise<Instance[]>;
+  updateInstance(instanceId: string, patch: { name?: string; description?: string }): Promise<Instance>;
+  /** Deletes the instance and all of its records. */
+  deleteInstance(instanceId: string): Promise<void>;
+
+  /** The live record, or null when absent or expired. */
+  get(instanceId: string, namespace: string, key: string): Promise<KvRecord | null>;
+  /** Live records in the order of `keys` (null where absent). */
+  getMany(instanceId: string, namespace: string, keys: readonly string[]): Promise<(KvRecord | null)[]>;
+  /** Replaces the whole record (a set without `ttlMs` clears the expiry). Throws CONFLICT when a condition fails. */
+  set(input: SetInput): Promise<KvRecord>;
+  /** All entries or none, consecutive revisions in entry order. */
+  setMany(input: SetManyInput): Promise<KvRecord[]>;
+  /** False when the key was absent. Throws CONFLICT when `ifVersion` does not match. */
+  delete(instanceId: string, namespace: string, key: string, ifVersion?: number): Promise<boolean>;
+  /** Number of live keys deleted. */
+  deleteNamespace(instanceId: string, namespace: string): Promise<number>;
+  /** Adds `by` to a number value (creating it at `by`; `ttlMs` applies only then). Throws TYPE_MISMATCH. */
+  incr(input: IncrInput): Promise<KvRecord>;
+  /** Sets (ttlMs) or removes (null) the expiry of a live key; counts as a write. False when absent. */
+  expire(instanceId: string, namespace: string, key: string, ttlMs: number | null): Promise<boolean>;
+  /** Remaining time to live in ms (null: no expiry or absent). */
+  ttl(instanceId: string, namespace: string, key: string): Promise<{ exists: boolean; ttlMs: number | null }>;
+  /** Checks, then ops, in one transaction. CONFLICT carries the first failing check's current record. */
+  atomic(input: AtomicInput): Promise<{ revision: number; records: (KvRecord | null)[] }>;
+
+  /** One page of live keys in UTF-8 byte order (or reverse), strictly after `after` when given. */
+  list(input: ListInput): Promise<{ records: KvRecord[]; more: boolean }>;
+  /** Records matching every condition, ordered, after `offset`, at most `limit`; `total` ignores limit and offset. */
+  query(input: QueryInput): Promise<{ records: KvRecord[]; total: number }>;
+  /** Namespaces holding at least one live key, in byte order. */
+  getNamespaces(instanceId: string): Promise<string[]>;
+  /** Live keys in the instance, or in one namespace of it. */
+  count(instanceId: string, namespace?: string): Promise<number>;
+  /** Whole-database counts, or one instance's (then `instances` is 1). `dbBytes` is always the whole database. */
+  stats(instanceId?: string): Promise<Stats>;
+
+  /** The highest revision taken so far (0 for a new database). */
+  currentRevision(): Promise<number>;
+  /** Deletes up to `limit` expired keys (each takes a revision); returns how many. */
+  sweepExpired(limit: number): Promise<number>;
+  /** Flushes and releases the database. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** A value ready to store: JSON text, or bytes with their content type. */
+export type StoredValue =
+  | { contentType: 'application/json'; json: string }
+  | { contentType: string; bytes: Uint8Array };
+
+export interface SetInput {
+  instanceId: string;
+  namespace: string;
+  key: string;
+  value: StoredValue;
+  ttlMs?: number;
+  ifVersion?: number;
+  ifAbsent?: boolean;
+  autoCreate?: boolean;
+}
+
+export interface SetManyInput {
+  instanceId: string;
+  namespace: string;
+  entries: { key: string; value: StoredValue; ttlMs?: number }[];
+  autoCreate?: boolean;
+}
+
+export interface IncrInput {
+  instanceId: string;
+  namespace: string;
+  key: string;
+  by: number;
+  ttlMs?: number;
+  autoCreate?: boolean;
+}
+
+export type AtomicOpInput =
+  | { op: 'set'; namespace: string; key: string; value: StoredValue; ttlMs?: number }
+  | { op: 'delete'; namespace: string; key: string }
+  | { op: 'incr'; namespace: string; key: string; by: number; ttlMs?: number };
+
+export interface AtomicInput {
+  instanceId: string;
+  /** `version: null` means the key must not exist. */
+  checks: { namespace: string; key: string; version: number | null }[];
+  ops: AtomicOpInput[];
+  autoCreate?: boolean;
+}
+
+export interface ListInput {
+  instanceId: string;
+  namespace: string;
+  /** Literal prefix, compared as UTF-8 bytes (no wildcards, case-sensitive). */
+  prefix?: string;
+  /** Resume strictly after this key (strictly before it when `reverse`). */
+  after?: string;
+  limit: number;
+  reverse?: boolean;
+}
+
+/** A query field: a record column, or a path into a JSON value (empty path = the whole value). */
+export type QueryTarget =
+  | { kind: 'column'; column: 'key' | 'namespace' | 'createdAt' | 'updatedAt' | 'version' }
+  | { kind: 'value'; path: string[] };
+
+export interface QueryCondition {
+  target: QueryTarget;
+  operator: QueryOperator;
+  /** For createdAt/updatedAt, epoch milliseconds; otherwise the JSON operand as sent. */
+  operand: unknown;
+}
+
+export interface QueryInput {
+  instanceId: string;
+  namespace?: string;
+  where: QueryCondition[];
+  orderBy: { target: QueryTarget; direction: 'asc' | 'desc' };
+  limit: number;
+  offset: number;
+}
+
+export interface Stats {
+  instances: number;
+  namespaces: number;
+  records: number;
+  expiredPending: number;
+  dbBytes: number;
+}
+
+/** Options every engine takes. */
+export interface EngineOptions {
+  /** The clock, in epoch ms; tests replace it to move time. @default Date.now */
+  now?: () => number;
+}
+
+export type { RecordField };

@@ -1,0 +1,18 @@
+import { fileURLToPath } from 'node:url';
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  resolve: {
+    // Tests and the README example import the SDK by its package name, straight from source.
+    alias: [
+      { find: /^kvhub$/, replacement: fileURLToPath(new URL('./sdk/index.ts', import.meta.url)) },
+      { find: /^kvhub\/protocol$/, replacement: fileURLToPath(new URL('./protocol/index.ts', import.meta.url)) },
+      { find: /^kvhub\/server$/, replacement: fileURLToPath(new URL('./server/index.ts', import.meta.url)) },
+    ],
+  },
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 20_000,
+    hookTimeout: 20_000,
+  },
+});
