@@ -4,9 +4,12 @@ import { messages, RequestId, type ReplyData, type RequestType } from './message
 
 type Messages = typeof messages;
 
-/** The request envelope of one type: `{ type, requestId, params }`. */
+/**
+ * The request envelope of one type: `{ type, requestId, params }`. Params are strict; fields
+ * beside the envelope's three are ignored, so envelopes can grow without breaking old servers.
+ */
 function requestEnvelope<T extends RequestType>(type: T) {
-  return z.strictObject({
+  return z.object({
     type: z.literal(type),
     requestId: RequestId,
     params: messages[type].params,

@@ -1,0 +1,140 @@
+import { Buffer } from 'node:buffer';
+import type { z } from 'zod';
+import {
+  ERROR_REPLY_TYPE,
+  ErrorCode,
+  isRequestType,
+  messages,
+  MAX_REQUEST_ID_LENGTH,
+  ProtocolError,
+  type RequestType,
+} from '../protocol/index.js';
+import { handlers, type HandlerContext } from './handlers.js';
+import { describeError, type Logger } from './logger.js';
+import { ENVELOPE_RESERVE_BYTES, largestSingleReply } from './reply-budget.js';
+
+/** What every request shares: the engine, limits and server facts (the reply budget is per request). */
+export type DispatchContext = Omit<HandlerContext, 'replyBudget'>;
+
+interface ReplyHead {
+  type: string;
+  requestId: string | null;
+}
+
+/** The serialized reply frame to a text frame: one reply, or an array of replies for a batch. */
+export async function answerFrame(text: string, ctx: DispatchContext, logger: Logger): Promise<string> {
+  let frame: unknown;
+  try {
+    frame = JSON.parse(text);
+  } catch {
+    return JSON.stringify(failure({ type: ERROR_REPLY_TYPE, requestId: null }, malformed('the frame is not valid JSON')));
+  }
+  if (!Array.isArray(frame)) {
+    return JSON.stringify(await answerRequest(frame, ctx, ctx.limits.maxPayloadBytes - ENVELOPE_RESERVE_BYTES, logger));
+  }
+  if (frame.length === 0) {
+    return JSON.stringify(failure({ type: ERROR_REPLY_TYPE, requestId: null }, malformed('a batch holds at least one request')));
+  }
+  if (frame.length > ctx.limits.maxBatch) {
+    const error = new ProtocolError(
+      ErrorCode.LIMIT_EXCEEDED,
+      `a batch holds at most ${ctx.limits.maxBatch} requests, not ${frame.length}`,
+      { maxBatch: ctx.limits.maxBatch },
+    );
+    return JSON.stringify(failure({ type: ERROR_REPLY_TYPE, requestId: null }, error));
+  }
+  return answerBatch(frame, ctx, logger);
+}
+
+/** The reply to a binary frame, which the protocol does not use. */
+export function binaryFrameReply(): string {
+  return JSON.stringify(failure({ type: ERROR_REPLY_TYPE, requestId: null }, malformed('binary frames are not accepted; send JSON text')));
+}
+
+/**
+ * Runs a batch in order, each element on its own. The replies share one frame, so each element
+ * may use only what the earlier ones left of maxPayloadBytes; an element that could not fit the
+ * largest single-record reply is answered LIMIT_EXCEEDED without being run.
+ */
+async function answerBatch(requests: unknown[], ctx: DispatchContext, logger: Logger): Promise<string> {
+  const elementReserve = largestSingleReply(ctx.limits.maxValueBytes) + ENVELOPE_RESERVE_BYTES;
+  let remaining = ctx.limits.maxPayloadBytes - ENVELOPE_RESERVE_BYTES;
+  const parts: string[] = [];
+  for (const request of requests) {
+    const reply =
+      remaining >= elementReserve
+        ? await answerRequest(request, ctx, remaining - ENVELOPE_RESERVE_BYTES, logger)
+        : failure(
+            headOf(request),
+            new ProtocolError(ErrorCode.LIMIT_EXCEEDED, 'not run: the batch reply would exceed the frame size limit', {
+              maxPayloadBytes: ctx.limits.maxPayloadBytes,
+            }),
+          );
+    const part = JSON.stringify(reply);
+    remaining -= Buffer.byteLength(part) + 1;
+    parts.push(part);
+  }
+  return `[${parts.join(',')}]`;
+}
+
+/** Exactly one reply object for one request, whatever it holds. */
+async function answerRequest(request: unknown, ctx: DispatchContext, replyBudget: number, logger: Logger): Promise<object> {
+  const head = headOf(request);
+  if (head.requestId === null || head.type === ERROR_REPLY_TYPE) {
+    return failure(head, malformed('a request is an object with a string type and a requestId of 1 to 128 characters'));
+  }
+  if (!isRequestType(head.type)) {
+    return failure(head, new ProtocolError(ErrorCode.UNKNOWN_TYPE, `unknown message type '${head.type}'`));
+  }
+  const type: RequestType = head.type;
+  const rawParams = (request as { params?: unknown }).params ?? {};
+  const parsed = (messages[type].params as z.ZodType).safeParse(rawParams);
+  if (!parsed.success) return failure(head, validationError(parsed.error));
+  try {
+    const handler = handlers[type] as (params: unknown, ctx: HandlerContext) => Promise<unknown>;
+    const data = await handler(parsed.data, { ...ctx, replyBudget });
+    return { type, requestId: head.requestId, success: true, data, timestamp: new Date().toISOString() };
+  } catch (error) {
+    if (error instanceof ProtocolError) return failure(head, error);
+    logger.error('request failed unexpectedly', { type, requestId: head.requestId, ...describeError(error) });
+    return failure(head, new ProtocolError(ErrorCode.INTERNAL_ERROR, 'the server failed to handle this request'));
+  }
+}
+
+/**
+ * The `type` and `requestId` a reply echoes. A request without a usable requestId is answered
+ * as `kvStore.error` with a null requestId; an overlong type is not echoed back.
+ */
+function headOf(request: unknown): ReplyHead {
+  if (typeof request !== 'object' || request === null || Array.isArray(request)) {
+    return { type: ERROR_REPLY_TYPE, requestId: null };
+  }
+  const { type, requestId } = request as { type?: unknown; requestId?: unknown };
+  const usableId = typeof requestId === 'string' && requestId.length >= 1 && requestId.length <= MAX_REQUEST_ID_LENGTH;
+  const usableType = typeof type === 'string' && type.length >= 1 && type.length <= MAX_REQUEST_ID_LENGTH;
+  if (!usableId || !usableType) return { type: ERROR_REPLY_TYPE, requestId: null };
+  return { type, requestId };
+}
+
+function failure(head: ReplyHead, error: ProtocolError): object {
+  return {
+    type: head.type,
+    requestId: head.requestId,
+    success: false,
+    code: error.code,
+    error: error.message,
+    ...(error.data !== undefined && { data: error.data }),
+    timestamp: new Date().toISOString(),
+  };
+}
+
+function malformed(message: string): ProtocolError {
+  return new ProtocolError(ErrorCode.MALFORMED_MESSAGE, message);
+}
+
+function validationError(error: z.ZodError): ProtocolError {
+  const issues = error.issues.map((issue) => ({ path: issue.path.map(String), code: issue.code, message: issue.message }));
+  const first = issues[0];
+  const where = first && first.path.length > 0 ? `params.${first.path.join('.')}` : 'params';
+  return new ProtocolError(ErrorCode.VALIDATION_ERROR, `${where}: ${first?.message ?? 'invalid'}`, { issues });
+}

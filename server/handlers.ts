@@ -1,0 +1,255 @@
+import { Buffer } from 'node:buffer';
+import {
+  DEFAULT_LIST_LIMIT,
+  ErrorCode,
+  isValidTtl,
+  MAX_TTL_MS,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  type KvRecord,
+  type Params,
+  type RecordField,
+  type ReplyData,
+  type RequestType,
+} from '../protocol/index.js';
+import { decodeCursor, encodeCursor } from './cursor.js';
+import { toQueryInput } from './query.js';
+import { assertFits, fitToBudget, wireSize } from './reply-budget.js';
+import type { AtomicOpInput, StorageEngine, StoredValue } from './storage/engine.js';
+import { encodeValue } from './values.js';
+
+/** The limits a server enforces; reported in `hello.limits`. */
+export interface Limits {
+  maxValueBytes: number;
+  maxPayloadBytes: number;
+  maxBatch: number;
+}
+
+/** What a handler may use besides its params. */
+export interface HandlerContext {
+  engine: StorageEngine;
+  limits: Limits;
+  durability: 'full' | 'normal';
+  serverVersion: string;
+  /** Bytes the reply's `data` may take: list and query shorten to it, getMany and setMany refuse. */
+  replyBudget: number;
+}
+
+type Handler<T extends RequestType> = (params: Params<T>, ctx: HandlerContext) => Promise<ReplyData<T>>;
+
+/** Capabilities announced in `hello`. */
+export const CAPABILITIES = ['batch', 'binary', 'ttl', 'conditions', 'atomic', 'query', 'list', 'incr'] as const;
+
+/**
+ * One handler per request type, typed from the protocol: adding a message to protocol/ without
+ * a handler here does not compile. Handlers validate what the schema cannot (limits, TTL ranges,
+ * value sizes) and leave storage semantics to the engine.
+ */
+export const handlers: { [T in RequestType]: Handler<T> } = {
+  'kvStore.createInstance': async (p, { engine }) => ({ instance: await engine.createInstance(p) }),
+  'kvStore.getInstance': async (p, { engine }) => ({ instance: await engine.getInstance(p.instanceId) }),
+  'kvStore.listInstances': async (_p, { engine }) => ({ instances: await engine.listInstances() }),
+  'kvStore.updateInstance': async ({ instanceId, ...patch }, { engine }) => ({
+    instance: await engine.updateInstance(instanceId, patch),
+  }),
+  'kvStore.deleteInstance': async (p, { engine }) => {
+    await engine.deleteInstance(p.instanceId);
+    return { deleted: true };
+  },
+
+  'kvStore.get': async (p, { engine }) => {
+    const record = await engine.get(p.instanceId, p.namespace, p.key);
+    return { value: record ? record.value : null, exists: record !== null, record };
+  },
+  'kvStore.set': async (p, { engine, limits }) => {
+    const ttlMs = checkTtl(p.ttlMs, 'ttlMs');
+    const value = encodeValue(p.value, p.contentType, limits.maxValueBytes);
+    const record = await engine.set({
+      instanceId: p.instanceId,
+      namespace: p.namespace,
+      key: p.key,
+      value,
+      ...(ttlMs !== undefined && { ttlMs }),
+      ...(p.ifVersion !== undefined && { ifVersion: p.ifVersion }),
+      ...(p.ifAbsent !== undefined && { ifAbsent: p.ifAbsent }),
+      ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }),
+    });
+    return { record };
+  },
+  'kvStore.delete': async (p, { engine }) => ({
+    deleted: await engine.delete(p.instanceId, p.namespace, p.key, p.ifVersion),
+  }),
+  'kvStore.deleteNamespace': async (p, { engine }) => ({
+    deletedCount: await engine.deleteNamespace(p.instanceId, p.namespace),
+  }),
+  'kvStore.query': async (p, { engine, replyBudget }) => {
+    const input = toQueryInput(p.query);
+    const { records, total } = await engine.query(input);
+    const select = p.query.select;
+    const projected = select ? records.map((record) => pick(record, select)) : records;
+    return { result: { records: fitToBudget(projected, replyBudget), total, limit: input.limit, offset: input.offset } };
+  },
+  'kvStore.getNamespaces': async (p, { engine }) => ({ namespaces: await engine.getNamespaces(p.instanceId) }),
+  'kvStore.getRecordCount': async (p, { engine }) => ({ count: await engine.count(p.instanceId, p.namespace) }),
+
+  'kvStore.hello': async (p, { limits, durability, serverVersion }) => {
+    if (p.protocolVersion !== undefined && p.protocolVersion !== PROTOCOL_VERSION) {
+      throw new ProtocolError(
+        ErrorCode.VERSION_MISMATCH,
+        `this server speaks protocol version ${PROTOCOL_VERSION}, not ${p.protocolVersion}`,
+        { supported: [PROTOCOL_VERSION] },
+      );
+    }
+    return {
+      protocolVersion: PROTOCOL_VERSION,
+      serverVersion,
+      durability,
+      capabilities: [...CAPABILITIES],
+      limits: { ...limits, maxTtlMs: MAX_TTL_MS },
+    };
+  },
+  'kvStore.ping': async () => ({ pong: true }),
+  'kvStore.stats': async (p, { engine }) => engine.stats(p.instanceId),
+  'kvStore.getMany': async (p, { engine, limits, replyBudget }) => {
+    checkBatch(p.keys.length, limits, 'keys');
+    const records = await engine.getMany(p.instanceId, p.namespace, p.keys);
+    const items = p.keys.map((key, i) => {
+      const record = records[i] ?? null;
+      return { key, exists: record !== null, value: record ? record.value : null, record };
+    });
+    assertFits(items.reduce((sum, item) => sum + wireSize(item), 0), replyBudget, 'getMany');
+    return { items };
+  },
+  'kvStore.setMany': async (p, { engine, limits, replyBudget }) => {
+    checkBatch(p.entries.length, limits, 'entries');
+    checkDistinct(p.entries.map((entry) => entry.key), (i) => ['entries', i, 'key']);
+    const entries = p.entries.map((entry, i) => {
+      const ttlMs = checkTtl(entry.ttlMs, `entries.${i}.ttlMs`);
+      const value = encodeValue(entry.value, entry.contentType, limits.maxValueBytes, `entries.${i}.value`);
+      return { key: entry.key, value, ...(ttlMs !== undefined && { ttlMs }) };
+    });
+    const replyBytes = entries.reduce(
+      (sum, entry) => sum + recordSizeBound(p.instanceId, p.namespace, entry.key, entry.value),
+      0,
+    );
+    assertFits(replyBytes, replyBudget, 'setMany');
+    const records = await engine.setMany({
+      instanceId: p.instanceId,
+      namespace: p.namespace,
+      entries,
+      ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }),
+    });
+    return { records };
+  },
+  'kvStore.list': async (p, { engine, replyBudget }) => {
+    const limit = p.limit ?? DEFAULT_LIST_LIMIT;
+    const after = p.cursor !== undefined && p.cursor !== null ? decodeCursor(p.cursor) : undefined;
+    const page = await engine.list({
+      instanceId: p.instanceId,
+      namespace: p.namespace,
+      limit,
+      ...(p.prefix !== undefined && p.prefix !== '' && { prefix: p.prefix }),
+      ...(after !== undefined && { after }),
+      ...(p.reverse !== undefined && { reverse: p.reverse }),
+    });
+    const items = fitToBudget(
+      page.records.map((record) => (p.keysOnly ? record.key : record)),
+      replyBudget,
+    );
+    const more = page.more || items.length < page.records.length;
+    const last = page.records[items.length - 1];
+    const cursor = more && last ? encodeCursor(last.key) : null;
+    return p.keysOnly ? { keys: items as string[], cursor } : { records: items as KvRecord[], cursor };
+  },
+  'kvStore.incr': async (p, { engine }) => {
+    const ttlMs = checkTtl(p.ttlMs, 'ttlMs');
+    const record = await engine.incr({
+      instanceId: p.instanceId,
+      namespace: p.namespace,
+      key: p.key,
+      by: p.by ?? 1,
+      ...(ttlMs !== undefined && { ttlMs }),
+      ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }),
+    });
+    return { value: record.value as number, record };
+  },
+  'kvStore.expire': async (p, { engine }) => {
+    const ttlMs = p.ttlMs === null ? null : checkTtl(p.ttlMs, 'ttlMs')!;
+    return { updated: await engine.expire(p.instanceId, p.namespace, p.key, ttlMs) };
+  },
+  'kvStore.ttl': async (p, { engine }) => engine.ttl(p.instanceId, p.namespace, p.key),
+  'kvStore.atomic': async (p, { engine, limits, replyBudget }) => {
+    const checks = p.checks ?? [];
+    checkBatch(p.ops.length, limits, 'ops');
+    checkBatch(checks.length, limits, 'checks');
+    checkDistinct(
+      p.ops.map((op) => JSON.stringify([op.namespace, op.key])),
+      (i) => ['ops', i, 'key'],
+    );
+    let replyBytes = 0;
+    const ops = p.ops.map((op, i): AtomicOpInput => {
+      if (op.op === 'delete') return op;
+      const ttlMs = checkTtl(op.ttlMs, `ops.${i}.ttlMs`);
+      const ttl = ttlMs !== undefined ? { ttlMs } : {};
+      if (op.op === 'incr') {
+        replyBytes += recordSizeBound(p.instanceId, op.namespace, op.key, { contentType: 'application/json', json: '0'.repeat(32) });
+        return { op: 'incr', namespace: op.namespace, key: op.key, by: op.by ?? 1, ...ttl };
+      }
+      const value = encodeValue(op.value, op.contentType, limits.maxValueBytes, `ops.${i}.value`);
+      replyBytes += recordSizeBound(p.instanceId, op.namespace, op.key, value);
+      return { op: 'set', namespace: op.namespace, key: op.key, value, ...ttl };
+    });
+    assertFits(replyBytes, replyBudget, 'atomic');
+    const result = await engine.atomic({
+      instanceId: p.instanceId,
+      checks,
+      ops,
+      ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }),
+    });
+    return { committed: true, ...result };
+  },
+};
+
+/** The TTL as given, or INVALID_TTL when it is a number outside the contract's range. */
+function checkTtl(ttlMs: number | undefined, path: string): number | undefined {
+  if (ttlMs === undefined || isValidTtl(ttlMs)) return ttlMs;
+  throw new ProtocolError(ErrorCode.INVALID_TTL, `${path} must be an integer from 1 to ${MAX_TTL_MS} milliseconds`, {
+    path: path.split('.'),
+    maxTtlMs: MAX_TTL_MS,
+  });
+}
+
+function checkBatch(count: number, limits: Limits, what: string): void {
+  if (count > limits.maxBatch) {
+    throw new ProtocolError(ErrorCode.LIMIT_EXCEEDED, `${what} holds ${count} items; at most ${limits.maxBatch} are allowed`, {
+      maxBatch: limits.maxBatch,
+    });
+  }
+}
+
+function checkDistinct(keys: string[], pathOf: (index: number) => (string | number)[]): void {
+  const seen = new Set<string>();
+  keys.forEach((key, index) => {
+    if (seen.has(key)) {
+      const message = 'the same key appears twice';
+      throw new ProtocolError(ErrorCode.VALIDATION_ERROR, message, { issues: [{ path: pathOf(index), message }] });
+    }
+    seen.add(key);
+  });
+}
+
+/**
+ * An upper bound of one record's serialized size: the value as it travels plus the other fields,
+ * with the strings at their worst JSON escaping (6 bytes per byte for control characters).
+ */
+function recordSizeBound(instanceId: string, namespace: string, key: string, value: StoredValue): number {
+  const valueBytes = 'json' in value ? Buffer.byteLength(value.json) : Math.ceil(value.bytes.byteLength / 3) * 4 + 2;
+  const strings = Buffer.byteLength(instanceId) + Buffer.byteLength(namespace) + Buffer.byteLength(key) + value.contentType.length;
+  return 512 + valueBytes + 6 * strings;
+}
+
+function pick(record: KvRecord, fields: readonly RecordField[]): Partial<KvRecord> {
+  const picked: Partial<KvRecord> = {};
+  for (const field of fields) (picked as Record<string, unknown>)[field] = record[field];
+  return picked;
+}

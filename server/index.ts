@@ -1,0 +1,161 @@
+import { once } from 'node:events';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { DEFAULT_LIMITS } from '../protocol/index.js';
+import { answerFrame, binaryFrameReply, type DispatchContext } from './dispatch.js';
+import type { Limits } from './handlers.js';
+import { describeError, silentLogger, type Logger } from './logger.js';
+import { ENVELOPE_RESERVE_BYTES, largestSingleReply } from './reply-budget.js';
+import type { StorageEngine } from './storage/engine.js';
+import { openSqliteEngine } from './storage/sqlite.js';
+import { startSweeper } from './sweeper.js';
+import { SERVER_VERSION } from './version.js';
+
+/** Options of {@link createServer}. */
+export interface ServerOptions {
+  /** Port to listen on; 0 picks a free one. @default 7420 */
+  port?: number;
+  /** Address to bind. @default '127.0.0.1' */
+  host?: string;
+  /** SQLite database file, or ':memory:'. Ignored when `engine` is given. @default ':memory:' */
+  db?: string;
+  /** A storage engine to serve instead of opening `db`; the server closes it on close(). */
+  engine?: StorageEngine;
+  /** 'full' acknowledges a write only after it is fsynced; 'normal' may lose the last writes on power loss. @default 'full' */
+  durability?: 'full' | 'normal';
+  /** Limits on values, frames and batches. @default DEFAULT_LIMITS */
+  limits?: Partial<Limits>;
+  /** How often expired keys are swept, in ms. @default 250 */
+  sweepIntervalMs?: number;
+  /** Interval of the ping that finds dead peers, in ms. @default 30000 */
+  heartbeatIntervalMs?: number;
+  /** Structured logs. @default silentLogger */
+  logger?: Logger;
+}
+
+/** A running kvhub server. */
+export interface KvhubServer {
+  /** `ws://host:port` of the listening socket. */
+  readonly url: string;
+  readonly host: string;
+  readonly port: number;
+  readonly engine: StorageEngine;
+  /** Sends replies in flight, closes sockets with 1001, closes the database. Idempotent. */
+  close(): Promise<void>;
+}
+
+const CLOSE_GOING_AWAY = 1001;
+
+/** Opens the storage engine, then serves the protocol over WebSocket and `GET /healthz` over HTTP. */
+export async function createServer(options: ServerOptions = {}): Promise<KvhubServer> {
+  const logger = options.logger ?? silentLogger;
+  const durability = options.durability ?? 'full';
+  const limits: Limits = { ...DEFAULT_LIMITS, ...options.limits };
+  if (largestSingleReply(limits.maxValueBytes) + ENVELOPE_RESERVE_BYTES > limits.maxPayloadBytes) {
+    throw new RangeError('maxPayloadBytes must be at least twice maxValueBytes plus 36 KiB, so that any value fits in a reply');
+  }
+  const engine = options.engine ?? openSqliteEngine(options.db ?? ':memory:', { durability });
+  const ctx: DispatchContext = { engine, limits, durability, serverVersion: SERVER_VERSION };
+
+  const http = createHttpServer(answerHttp);
+  const wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxPayloadBytes, perMessageDeflate: false });
+  const inFlight = new Set<Promise<void>>();
+  let closing = false;
+
+  http.on('clientError', (error, socket) => {
+    logger.debug('bad HTTP request', describeError(error));
+    socket.destroy();
+  });
+  http.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => {
+    socket.on('error', (error) => logger.debug('socket error during upgrade', describeError(error)));
+    if (closing) return void socket.destroy();
+    wss.handleUpgrade(request, socket, head, (ws) => serve(ws, request));
+  });
+
+  function serve(ws: WebSocket, request: IncomingMessage): void {
+    const peer = `${request.socket.remoteAddress}:${request.socket.remotePort}`;
+    let alive = true;
+    // Without an error listener, one invalid frame (bad UTF-8, oversize) would crash the process.
+    ws.on('error', (error) => logger.debug('websocket error', { peer, ...describeError(error) }));
+    ws.on('pong', () => void (alive = true));
+    const heartbeat = setInterval(() => {
+      if (!alive) return void ws.terminate();
+      alive = false;
+      ws.ping();
+    }, options.heartbeatIntervalMs ?? 30_000);
+    heartbeat.unref();
+    ws.on('close', () => clearInterval(heartbeat));
+    ws.on('message', (data: RawData, isBinary: boolean) => {
+      if (closing) return;
+      const work = (isBinary ? Promise.resolve(binaryFrameReply()) : answerFrame(rawText(data), ctx, logger))
+        .then((reply) => {
+          if (ws.readyState === ws.OPEN) ws.send(reply);
+        })
+        .catch((error: unknown) => logger.error('failed to answer a frame', { peer, ...describeError(error) }))
+        .finally(() => inFlight.delete(work));
+      inFlight.add(work);
+    });
+  }
+
+  const sweeper = startSweeper(engine, options.sweepIntervalMs ?? 250, logger);
+
+  http.listen(options.port ?? 7420, options.host ?? '127.0.0.1');
+  try {
+    await once(http, 'listening');
+  } catch (error) {
+    sweeper.stop();
+    await engine.close();
+    throw error;
+  }
+  const address = http.address() as AddressInfo;
+  const host = address.address;
+  const url = `ws://${host.includes(':') ? `[${host}]` : host}:${address.port}`;
+  logger.info('listening', { url });
+
+  let closed: Promise<void> | undefined;
+  async function close(): Promise<void> {
+    closing = true;
+    http.close();
+    while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+    await Promise.all(
+      [...wss.clients].map(async (ws) => {
+        if (ws.readyState === ws.CLOSED) return;
+        const gone = once(ws, 'close');
+        ws.close(CLOSE_GOING_AWAY, 'server shutting down');
+        const timer = setTimeout(() => ws.terminate(), 2000);
+        await gone;
+        clearTimeout(timer);
+      }),
+    );
+    http.closeAllConnections();
+    await sweeper.stop();
+    await engine.close();
+    logger.info('closed', { url });
+  }
+
+  return {
+    url,
+    host,
+    port: address.port,
+    engine,
+    close: () => (closed ??= close()),
+  };
+}
+
+function answerHttp(request: IncomingMessage, response: ServerResponse): void {
+  const path = (request.url ?? '/').split('?')[0];
+  const [status, body] = request.method === 'GET' && path === '/healthz' ? [200, { status: 'ok' }] : [404, { error: 'not found' }];
+  response.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+}
+
+function rawText(data: RawData): string {
+  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
+  return Buffer.from(data as ArrayBuffer).toString('utf8');
+}
+
+export type { Limits } from './handlers.js';
+export type { Logger } from './logger.js';
+export { jsonLogger, silentLogger } from './logger.js';
+export type { StorageEngine } from './storage/engine.js';
+export { openSqliteEngine, DatabaseInUseError } from './storage/sqlite.js';

@@ -1,0 +1,44 @@
+import { Buffer } from 'node:buffer';
+import { ErrorCode, ProtocolError } from '../protocol/index.js';
+
+/** Bytes kept free in every reply frame for the envelope around `data`. */
+export const ENVELOPE_RESERVE_BYTES = 4096;
+
+/**
+ * The largest reply a single-record request can produce: a get carries its value twice (`value`
+ * and `record.value`), plus key, namespace and instanceId at their worst JSON escaping, twice.
+ */
+export function largestSingleReply(maxValueBytes: number): number {
+  return 2 * maxValueBytes + 32 * 1024;
+}
+
+/** Serialized size of one element of a reply array (its JSON plus a separating comma). */
+export function wireSize(item: unknown): number {
+  return Buffer.byteLength(JSON.stringify(item)) + 1;
+}
+
+/**
+ * The longest leading run of `items` whose serialized size fits in `budget` bytes — at least one
+ * item, so a walk always moves forward. Used by list and query, which return fewer records when
+ * values are large rather than send a frame above maxPayloadBytes.
+ */
+export function fitToBudget<T>(items: readonly T[], budget: number): T[] {
+  let used = 0;
+  let count = 0;
+  for (const item of items) {
+    used += wireSize(item);
+    if (used > budget && count > 0) break;
+    count++;
+  }
+  return items.slice(0, count);
+}
+
+/** LIMIT_EXCEEDED unless `bytes` fit in `budget`. */
+export function assertFits(bytes: number, budget: number, what: string): void {
+  if (bytes > budget) {
+    throw new ProtocolError(ErrorCode.LIMIT_EXCEEDED, `${what} would exceed the reply size limit`, {
+      replyBytes: bytes,
+      budgetBytes: budget,
+    });
+  }
+}

@@ -1,0 +1,154 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectRaw, rid, type RawClient } from './helpers/raw-client.js';
+import { startTestServer, type TestServer } from './helpers/server.js';
+
+let server: TestServer;
+let client: RawClient;
+
+beforeAll(async () => {
+  server = await startTestServer({ limits: { maxPayloadBytes: 4 * 1024 * 1024, maxValueBytes: 64 * 1024 } });
+  client = await connectRaw(server.url);
+});
+afterAll(async () => {
+  await client.close();
+  await server.close();
+});
+
+const malformed = { type: 'kvStore.error', requestId: null, success: false, code: 'MALFORMED_MESSAGE' };
+
+/** After any bad frame the connection still answers. */
+async function stillServes(c: RawClient = client) {
+  const requestId = rid();
+  expect(await c.request({ type: 'kvStore.ping', requestId })).toMatchObject({ requestId, success: true, data: { pong: true } });
+}
+
+describe('frames that are not requests', () => {
+  it.each([
+    ['not JSON', '{"type": "kvStore.ping",'],
+    ['a JSON string', '"hello"'],
+    ['a JSON number', '42'],
+    ['null', 'null'],
+    ['an empty text frame', ''],
+    ['no type', JSON.stringify({ requestId: 'a' })],
+    ['a numeric type', JSON.stringify({ type: 7, requestId: 'a' })],
+    ['no requestId', JSON.stringify({ type: 'kvStore.ping' })],
+    ['an empty requestId', JSON.stringify({ type: 'kvStore.ping', requestId: '' })],
+    ['a numeric requestId', JSON.stringify({ type: 'kvStore.ping', requestId: 5 })],
+    ['a requestId of 129 characters', JSON.stringify({ type: 'kvStore.ping', requestId: 'x'.repeat(129) })],
+  ])('%s is MALFORMED_MESSAGE and the connection stays open', async (_name, frame) => {
+    client.send(frame);
+    expect(await client.next()).toMatchObject(malformed);
+    await stillServes();
+  });
+
+  it('a requestId of 128 characters is fine', async () => {
+    const requestId = 'x'.repeat(128);
+    expect(await client.request({ type: 'kvStore.ping', requestId })).toMatchObject({ requestId, success: true });
+  });
+
+  it('a binary frame is MALFORMED_MESSAGE', async () => {
+    client.send(Buffer.from(JSON.stringify({ type: 'kvStore.ping', requestId: 'b' })));
+    expect(await client.next()).toMatchObject(malformed);
+    await stillServes();
+  });
+
+  it('an unknown type is UNKNOWN_TYPE, echoing type and requestId', async () => {
+    const requestId = rid();
+    expect(await client.request({ type: 'kvStore.teleport', requestId })).toMatchObject({
+      type: 'kvStore.teleport', requestId, success: false, code: 'UNKNOWN_TYPE',
+    });
+    // Watch arrives in a later release; until then it is an unknown type, not a silent no-op.
+    expect(await client.request({ type: 'kvStore.watch', requestId, params: { instanceId: 'x' } })).toMatchObject({ code: 'UNKNOWN_TYPE' });
+  });
+});
+
+describe('params', () => {
+  const set = (params: unknown) => client.request({ type: 'kvStore.set', requestId: rid(), params });
+  const base = { instanceId: 'bad-input', namespace: 'n', key: 'k', value: 1, autoCreateInstance: true };
+
+  it.each([
+    ['an unknown param', { ...base, colour: 'red' }],
+    ['idempotencyKey (not in this release)', { ...base, idempotencyKey: 'abc' }],
+    ['a wrong type', { ...base, key: 5 }],
+    ['params that are not an object', 'nope'],
+    ['params as an array', [base]],
+    ['an empty key', { ...base, key: '' }],
+    ['a key over 1024 UTF-8 bytes', { ...base, key: 'é'.repeat(513) }],
+    ['an instanceId over 128 characters', { ...base, instanceId: 'i'.repeat(129) }],
+    ['a namespace over 256 characters', { ...base, namespace: 'n'.repeat(257) }],
+    ['a lone surrogate in the key', { ...base, key: 'a\ud800' }],
+    ['a lone surrogate in the instanceId', { ...base, instanceId: '\udc00' }],
+    ['a lone surrogate inside the value', { ...base, value: { text: 'x\udbff' } }],
+    ['a lone surrogate in a property name', { ...base, value: { ['\ud800']: 1 } }],
+    ['a value nested 101 levels deep', { ...base, value: nest(101) }],
+    ['__proto__ among params', JSON.parse('{"instanceId":"i","namespace":"n","key":"k","value":1,"__proto__":{"admin":true}}')],
+  ])('%s is VALIDATION_ERROR with issues', async (_name, params) => {
+    const reply = await set(params);
+    expect(reply).toMatchObject({ success: false, code: 'VALIDATION_ERROR' });
+    expect(reply.data.issues.length).toBeGreaterThan(0);
+    expect(reply.error).toEqual(expect.any(String));
+  });
+
+  it('a key of exactly 1024 UTF-8 bytes and a value nested 100 levels are accepted', async () => {
+    expect(await set({ ...base, key: 'é'.repeat(512) })).toMatchObject({ success: true });
+    const deep = await set({ ...base, value: nest(100) });
+    expect(deep).toMatchObject({ success: true });
+    expect(deep.data.record.value).toEqual(nest(100));
+  });
+
+  it('a value above maxValueBytes is VALUE_TOO_LARGE', async () => {
+    expect(await set({ ...base, value: 'x'.repeat(64 * 1024) })).toMatchObject({ success: false, code: 'VALUE_TOO_LARGE' });
+    const bytes = Buffer.alloc(64 * 1024 + 1).toString('base64');
+    expect(await set({ ...base, value: bytes, contentType: 'application/octet-stream' })).toMatchObject({ code: 'VALUE_TOO_LARGE' });
+    await stillServes();
+  });
+
+  it('__proto__ inside a value is stored as plain data and pollutes nothing', async () => {
+    const value = JSON.parse('{"__proto__":{"polluted":true},"constructor":{"prototype":{"polluted":true}}}');
+    const written = await set({ ...base, key: 'proto', value });
+    expect(written).toMatchObject({ success: true });
+    const read = await client.request({ type: 'kvStore.get', requestId: rid(), params: { instanceId: base.instanceId, namespace: 'n', key: 'proto' } });
+    expect(JSON.stringify(read.data.value)).toBe(JSON.stringify(value));
+    expect(({} as any).polluted).toBeUndefined();
+  });
+
+  it('unicode keys, namespaces and values survive exactly', async () => {
+    const key = 'ключ 🔑 \u0000 \t "quoted" \\';
+    const value = { emoji: '👩‍💻', nul: '\u0000', rtl: 'שלום' };
+    expect(await set({ ...base, namespace: 'ñs/🌍', key, value })).toMatchObject({ success: true });
+    const read = await client.request({ type: 'kvStore.get', requestId: rid(), params: { instanceId: base.instanceId, namespace: 'ñs/🌍', key } });
+    expect(read.data).toMatchObject({ exists: true, value, record: { key, namespace: 'ñs/🌍' } });
+  });
+});
+
+describe('WebSocket-level limits', () => {
+  it('a frame above maxPayloadBytes closes the connection with 1009; other connections are unaffected', async () => {
+    const victim = await connectRaw(server.url);
+    victim.send('x'.repeat(4 * 1024 * 1024 + 1));
+    expect((await victim.closed()).code).toBe(1009);
+    await stillServes();
+  });
+
+  it('invalid UTF-8 in a text frame closes the connection with 1007', async () => {
+    const victim = await connectRaw(server.url);
+    // ws validates text frames; send raw invalid bytes marked as text.
+    victim.socket.send(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]), { binary: false });
+    expect((await victim.closed()).code).toBe(1007);
+    await stillServes();
+  });
+
+  it('many bad frames in a row leave the server healthy', async () => {
+    for (let i = 0; i < 200; i++) client.send(i % 2 ? '[' : Buffer.from([i]));
+    for (let i = 0; i < 200; i++) expect(await client.next()).toMatchObject(malformed);
+    await stillServes();
+    const response = await fetch(`http://127.0.0.1:${server.port}/healthz`);
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ status: 'ok' });
+  });
+});
+
+function nest(depth: number): unknown {
+  let value: unknown = 'leaf';
+  for (let i = 0; i < depth; i++) value = i % 2 ? { v: value } : [value];
+  return value;
+}
