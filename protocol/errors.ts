@@ -40,3 +40,14 @@ export class ProtocolError extends Error {
     super(message);
   }
 }
+
+/**
+ * A VALIDATION_ERROR about one param, shaped like the schema's own: the `error` sentence reads
+ * `params.<path>: <message>` and `data.issues` holds the one issue.
+ */
+export function invalidParam(path: readonly (string | number)[], message: string): ProtocolError {
+  const issuePath = path.map(String);
+  return new ProtocolError(ErrorCode.VALIDATION_ERROR, `${['params', ...issuePath].join('.')}: ${message}`, {
+    issues: [{ path: issuePath, code: 'custom', message }],
+  });
+}

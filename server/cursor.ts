@@ -1,5 +1,5 @@
 import { Buffer } from 'node:buffer';
-import { ErrorCode, ProtocolError } from '../protocol/index.js';
+import { invalidParam } from '../protocol/index.js';
 
 // A list cursor is the last key returned, so a walk resumes by key range (keyset pagination):
 // keys inserted or deleted elsewhere never shift it. The prefix marks the format for later change.
@@ -17,7 +17,5 @@ export function decodeCursor(cursor: string): string {
     const key = Buffer.from(body, 'base64url').toString('utf8');
     if (key.length > 0 && key.isWellFormed() && Buffer.from(key, 'utf8').toString('base64url') === body) return key;
   }
-  throw new ProtocolError(ErrorCode.VALIDATION_ERROR, 'cursor is not one this server returned', {
-    issues: [{ path: ['cursor'], message: 'invalid cursor' }],
-  });
+  throw invalidParam(['cursor'], 'is not a cursor this server returned');
 }

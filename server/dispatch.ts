@@ -80,14 +80,15 @@ async function answerBatch(requests: unknown[], ctx: DispatchContext, logger: Lo
 /** Exactly one reply object for one request, whatever it holds. */
 async function answerRequest(request: unknown, ctx: DispatchContext, replyBudget: number, logger: Logger): Promise<object> {
   const head = headOf(request);
-  if (head.requestId === null || head.type === ERROR_REPLY_TYPE) {
+  if (head.requestId === null) {
     return failure(head, malformed('a request is an object with a string type and a requestId of 1 to 128 characters'));
   }
   if (!isRequestType(head.type)) {
     return failure(head, new ProtocolError(ErrorCode.UNKNOWN_TYPE, `unknown message type '${head.type}'`));
   }
   const type: RequestType = head.type;
-  const rawParams = (request as { params?: unknown }).params ?? {};
+  // Omitted params mean none; null or any other non-object is a validation error.
+  const { params: rawParams = {} } = request as { params?: unknown };
   const parsed = (messages[type].params as z.ZodType).safeParse(rawParams);
   if (!parsed.success) return failure(head, validationError(parsed.error));
   try {
@@ -134,7 +135,6 @@ function malformed(message: string): ProtocolError {
 
 function validationError(error: z.ZodError): ProtocolError {
   const issues = error.issues.map((issue) => ({ path: issue.path.map(String), code: issue.code, message: issue.message }));
-  const first = issues[0];
-  const where = first && first.path.length > 0 ? `params.${first.path.join('.')}` : 'params';
-  return new ProtocolError(ErrorCode.VALIDATION_ERROR, `${where}: ${first?.message ?? 'invalid'}`, { issues });
+  const where = ['params', ...(issues[0]?.path ?? [])].join('.');
+  return new ProtocolError(ErrorCode.VALIDATION_ERROR, `${where}: ${issues[0]?.message ?? 'invalid'}`, { issues });
 }

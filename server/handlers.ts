@@ -2,6 +2,7 @@ import { Buffer } from 'node:buffer';
 import {
   DEFAULT_LIST_LIMIT,
   ErrorCode,
+  invalidParam,
   isValidTtl,
   MAX_TTL_MS,
   PROTOCOL_VERSION,
@@ -231,8 +232,7 @@ function checkDistinct(keys: string[], pathOf: (index: number) => (string | numb
   const seen = new Set<string>();
   keys.forEach((key, index) => {
     if (seen.has(key)) {
-      const message = 'the same key appears twice';
-      throw new ProtocolError(ErrorCode.VALIDATION_ERROR, message, { issues: [{ path: pathOf(index), message }] });
+      throw invalidParam(pathOf(index), 'the same key appears twice');
     }
     seen.add(key);
   });

@@ -28,6 +28,11 @@ export interface ServerOptions {
   limits?: Partial<Limits>;
   /** How often expired keys are swept, in ms. @default 250 */
   sweepIntervalMs?: number;
+  /**
+   * Bytes of replies a connection may leave unread before it is closed with 1013, so a client
+   * that sends but never reads cannot grow the server's memory. @default 64 MiB
+   */
+  maxBufferedBytes?: number;
   /** Interval of the ping that finds dead peers, in ms. @default 30000 */
   heartbeatIntervalMs?: number;
   /** Structured logs. @default silentLogger */
@@ -46,6 +51,7 @@ export interface KvhubServer {
 }
 
 const CLOSE_GOING_AWAY = 1001;
+const CLOSE_TRY_AGAIN_LATER = 1013;
 
 /** Opens the storage engine, then serves the protocol over WebSocket and `GET /healthz` over HTTP. */
 export async function createServer(options: ServerOptions = {}): Promise<KvhubServer> {
@@ -60,6 +66,7 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
 
   const http = createHttpServer(answerHttp);
   const wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxPayloadBytes, perMessageDeflate: false });
+  const maxBufferedBytes = options.maxBufferedBytes ?? 64 * 1024 * 1024;
   const inFlight = new Set<Promise<void>>();
   let closing = false;
 
@@ -87,10 +94,15 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
     heartbeat.unref();
     ws.on('close', () => clearInterval(heartbeat));
     ws.on('message', (data: RawData, isBinary: boolean) => {
-      if (closing) return;
+      if (closing || ws.readyState !== ws.OPEN) return;
       const work = (isBinary ? Promise.resolve(binaryFrameReply()) : answerFrame(rawText(data), ctx, logger))
         .then((reply) => {
-          if (ws.readyState === ws.OPEN) ws.send(reply);
+          if (ws.readyState !== ws.OPEN) return;
+          ws.send(reply);
+          if (ws.bufferedAmount > maxBufferedBytes) {
+            logger.warn('closing a connection that does not read its replies', { peer, bufferedBytes: ws.bufferedAmount });
+            ws.close(CLOSE_TRY_AGAIN_LATER, 'too many unread replies');
+          }
         })
         .catch((error: unknown) => logger.error('failed to answer a frame', { peer, ...describeError(error) }))
         .finally(() => inFlight.delete(work));

@@ -1,7 +1,6 @@
 import {
   DEFAULT_QUERY_LIMIT,
-  ErrorCode,
-  ProtocolError,
+  invalidParam as invalid,
   type Query,
   type QueryOperator,
 } from '../protocol/index.js';
@@ -66,15 +65,16 @@ function checkOperand(target: QueryTarget, operator: QueryOperator, operand: unk
     case 'createdAt':
     case 'updatedAt': {
       if (STRING_ONLY.has(operator)) throw invalid(path, `${operator} does not apply to ${target.column}`);
-      const ms = typeof operand === 'string' ? Date.parse(operand) : Number.NaN;
-      if (Number.isNaN(ms)) throw invalid(path, `${target.column} compares with an ISO-8601 time`);
+      const ms = parseIsoTime(operand);
+      if (Number.isNaN(ms)) throw invalid(path, `${target.column} compares with an ISO-8601 time with Z or an offset`);
       return ms;
     }
   }
 }
 
-function invalid(path: (string | number)[], message: string): ProtocolError {
-  return new ProtocolError(ErrorCode.VALIDATION_ERROR, `query ${path.slice(1).join('.')}: ${message}`, {
-    issues: [{ path, message }],
-  });
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/;
+
+/** Epoch ms of an ISO-8601 time with a zone (`Z` or an offset), else NaN: a zoneless time would be read in the server's zone. */
+function parseIsoTime(operand: unknown): number {
+  return typeof operand === 'string' && ISO_TIME.test(operand) ? Date.parse(operand) : Number.NaN;
 }

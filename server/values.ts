@@ -1,5 +1,5 @@
 import { Buffer } from 'node:buffer';
-import { ErrorCode, JSON_CONTENT_TYPE, MAX_VALUE_DEPTH, ProtocolError } from '../protocol/index.js';
+import { ErrorCode, invalidParam, JSON_CONTENT_TYPE, MAX_VALUE_DEPTH, ProtocolError } from '../protocol/index.js';
 import type { StoredValue } from './storage/engine.js';
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2}|[A-Za-z0-9+/]{3})?$/;
@@ -67,5 +67,5 @@ function assertStorableJson(value: unknown, where: string): void {
 }
 
 function validation(path: string, message: string): ProtocolError {
-  return new ProtocolError(ErrorCode.VALIDATION_ERROR, message, { issues: [{ path: path.split('.'), message }] });
+  return invalidParam(path.split('.'), message);
 }

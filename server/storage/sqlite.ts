@@ -1,0 +1,689 @@
+import Database from 'better-sqlite3';
+import { nanoid } from 'nanoid';
+import { ErrorCode, invalidParam, JSON_CONTENT_TYPE, ProtocolError, type Instance, type KvRecord } from '../../protocol/index.js';
+import { decodeValue } from '../values.js';
+import type {
+  AtomicInput,
+  EngineOptions,
+  IncrInput,
+  ListInput,
+  QueryInput,
+  SetInput,
+  SetManyInput,
+  Stats,
+  StorageEngine,
+  StoredValue,
+} from './engine.js';
+import { prefixUpperBound } from './key-range.js';
+import { join, sql, type Bindable, type Sql } from './sql.js';
+import { isInMemoryPath, openConnection } from './sqlite-connection.js';
+import { toEngineError } from './sqlite-errors.js';
+import { acquireFileLock, type FileLock } from './sqlite-lock.js';
+import { buildQuery } from './sqlite-query.js';
+
+export { DatabaseInUseError } from './sqlite-lock.js';
+export { SchemaTooNewError } from './migrations.js';
+
+/** Options of the SQLite engine. */
+export interface SqliteEngineOptions extends EngineOptions {
+  /**
+   * `full`: every commit is fsynced before the write returns (`PRAGMA synchronous=FULL`).
+   * `normal`: WAL commits are fsynced at checkpoints only; a power cut may lose the latest writes
+   * but never corrupts the database (`PRAGMA synchronous=NORMAL`).
+   * @default 'full'
+   */
+  durability?: 'full' | 'normal';
+}
+
+/**
+ * Opens (creating if needed) the SQLite database at `path`, or an in-memory one for `':memory:'`,
+ * migrates its schema forward and claims it for this process.
+ *
+ * Throws DatabaseInUseError when another kvhub server holds the file, SchemaTooNewError when a
+ * newer kvhub wrote it, and ProtocolError STORAGE_ERROR when SQLite cannot open it.
+ */
+export function openSqliteEngine(path: string, options: SqliteEngineOptions = {}): StorageEngine {
+  const lock = isInMemoryPath(path) ? undefined : acquireFileLockOrThrow(path);
+  let db: Database.Database | undefined;
+  try {
+    db = openConnection(path, options);
+    return new SqliteEngine(db, lock, options.now ?? Date.now);
+  } catch (error) {
+    db?.close();
+    lock?.release();
+    throw toEngineError(error, path);
+  }
+}
+
+function acquireFileLockOrThrow(path: string): FileLock {
+  try {
+    return acquireFileLock(path);
+  } catch (error) {
+    throw toEngineError(error, `${path}.lock`);
+  }
+}
+
+// ---------------------------------------------------------------- rows
+
+interface InstanceRow {
+  id: string;
+  name: string;
+  description: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+interface RecordRow {
+  instance_id: string;
+  namespace: string;
+  key: string;
+  id: string;
+  /** JSON text; null for binary records. */
+  value: string | null;
+  /** Bytes of a binary record; null for JSON records. */
+  data: Uint8Array | null;
+  content_type: string;
+  version: number;
+  revision: number;
+  created_at: number;
+  updated_at: number;
+  expires_at: number | null;
+}
+
+interface KeyRow {
+  instance_id: string;
+  namespace: string;
+  key: string;
+}
+
+/** What one revision changed. A later issue writes these to a change log (the watch feed). */
+type Change =
+  | { kind: 'set' | 'delete' | 'expire'; instanceId: string; namespace: string; key: string }
+  | { kind: 'namespaceDeleted'; instanceId: string; namespace: string; key: null }
+  | { kind: 'instanceDeleted'; instanceId: string; namespace: null; key: null };
+
+/** The value columns and expiry of a record about to be written. */
+interface Contents {
+  value: string | null;
+  data: Uint8Array | null;
+  content_type: string;
+  expires_at: number | null;
+}
+
+/** A live record is one without an expiry or whose expiry is still ahead. */
+const LIVE = '(expires_at IS NULL OR expires_at > ?)';
+
+function prepareStatements(db: Database.Database) {
+  return {
+    loadRevision: db.prepare<[], number>("SELECT value FROM meta WHERE name = 'revision'").pluck(),
+    saveRevision: db.prepare<[number]>("UPDATE meta SET value = ? WHERE name = 'revision'"),
+
+    getInstance: db.prepare<[string], InstanceRow>('SELECT * FROM instances WHERE id = ?'),
+    listInstances: db.prepare<[], InstanceRow>('SELECT * FROM instances ORDER BY created_at, id'),
+    insertInstance: db.prepare<[InstanceRow]>(
+      'INSERT INTO instances (id, name, description, created_at, updated_at) VALUES (@id, @name, @description, @created_at, @updated_at)',
+    ),
+    updateInstance: db.prepare<[InstanceRow]>(
+      'UPDATE instances SET name = @name, description = @description, updated_at = @updated_at WHERE id = @id',
+    ),
+    deleteInstance: db.prepare<[string]>('DELETE FROM instances WHERE id = ?'),
+    deleteInstanceRecords: db.prepare<[string]>('DELETE FROM records WHERE instance_id = ?'),
+
+    getRow: db.prepare<[string, string, string], RecordRow>(
+      'SELECT * FROM records WHERE instance_id = ? AND namespace = ? AND key = ?',
+    ),
+    putRow: db.prepare<[RecordRow]>(
+      `INSERT INTO records (instance_id, namespace, key, id, value, data, content_type, version, revision, created_at, updated_at, expires_at)
+       VALUES (@instance_id, @namespace, @key, @id, @value, @data, @content_type, @version, @revision, @created_at, @updated_at, @expires_at)
+       ON CONFLICT (instance_id, namespace, key) DO UPDATE SET
+         id = excluded.id, value = excluded.value, data = excluded.data, content_type = excluded.content_type,
+         version = excluded.version, revision = excluded.revision, created_at = excluded.created_at,
+         updated_at = excluded.updated_at, expires_at = excluded.expires_at`,
+    ),
+    deleteRow: db.prepare<[string, string, string]>('DELETE FROM records WHERE instance_id = ? AND namespace = ? AND key = ?'),
+    deleteNamespace: db.prepare<[string, string]>('DELETE FROM records WHERE instance_id = ? AND namespace = ?'),
+
+    countInNamespace: db
+      .prepare<[string, string, number], number>(`SELECT count(*) FROM records WHERE instance_id = ? AND namespace = ? AND ${LIVE}`)
+      .pluck(),
+    countInInstance: db.prepare<[string, number], number>(`SELECT count(*) FROM records WHERE instance_id = ? AND ${LIVE}`).pluck(),
+    namespaces: db
+      .prepare<[string, number], string>(`SELECT DISTINCT namespace FROM records WHERE instance_id = ? AND ${LIVE} ORDER BY namespace`)
+      .pluck(),
+    expiredKeys: db.prepare<[number, number], KeyRow>(
+      'SELECT instance_id, namespace, key FROM records WHERE expires_at <= ? ORDER BY expires_at LIMIT ?',
+    ),
+
+    stats: db.prepare<[{ now: number }], Stats>(
+      `SELECT
+         (SELECT count(*) FROM instances) AS instances,
+         (SELECT count(*) FROM (SELECT DISTINCT instance_id, namespace FROM records
+            WHERE expires_at IS NULL OR expires_at > @now)) AS namespaces,
+         (SELECT count(*) FROM records WHERE expires_at IS NULL OR expires_at > @now) AS records,
+         (SELECT count(*) FROM records WHERE expires_at <= @now) AS expiredPending,
+         (SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()) AS dbBytes`,
+    ),
+    instanceStats: db.prepare<[{ now: number; instanceId: string }], Stats>(
+      `SELECT
+         1 AS instances,
+         (SELECT count(DISTINCT namespace) FROM records
+            WHERE instance_id = @instanceId AND (expires_at IS NULL OR expires_at > @now)) AS namespaces,
+         (SELECT count(*) FROM records
+            WHERE instance_id = @instanceId AND (expires_at IS NULL OR expires_at > @now)) AS records,
+         (SELECT count(*) FROM records WHERE instance_id = @instanceId AND expires_at <= @now) AS expiredPending,
+         (SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()) AS dbBytes`,
+    ),
+  };
+}
+
+type Statements = ReturnType<typeof prepareStatements>;
+
+/** Query statements are built per shape; this many shapes stay prepared. */
+const STATEMENT_CACHE_SIZE = 200;
+
+// ---------------------------------------------------------------- engine
+
+/**
+ * The SQLite engine. better-sqlite3 is synchronous: each write runs in one IMMEDIATE transaction
+ * with nothing awaited inside, and a read's statements run back to back, so no other call can
+ * interleave with either. Methods are `async` only to fit the engine interface.
+ */
+class SqliteEngine implements StorageEngine {
+  private readonly stmts: Statements;
+  private readonly cache = new Map<string, Database.Statement<Bindable[], unknown>>();
+  /** Runs a callback inside a transaction; `.immediate` takes the write lock up front. */
+  private readonly transaction: Database.Transaction<(fn: () => unknown) => unknown>;
+  /** The highest revision taken; mirrors `meta.revision`, restored when a transaction fails. */
+  private revision: number;
+  private closed = false;
+
+  constructor(
+    private readonly db: Database.Database,
+    private readonly lock: FileLock | undefined,
+    private readonly now: () => number,
+  ) {
+    this.stmts = prepareStatements(db);
+    this.transaction = db.transaction((fn: () => unknown) => fn());
+    this.revision = this.stmts.loadRevision.get() ?? 0;
+  }
+
+  // ------------------------------------------------------------ instances
+
+  async createInstance(input: { id?: string; name: string; description?: string }): Promise<Instance> {
+    return this.write(() => {
+      const id = input.id ?? nanoid();
+      if (this.stmts.getInstance.get(id) !== undefined) {
+        throw new ProtocolError(ErrorCode.INSTANCE_EXISTS, `instance '${id}' already exists`);
+      }
+      const now = this.now();
+      const row: InstanceRow = { id, name: input.name, description: input.description ?? null, created_at: now, updated_at: now };
+      this.stmts.insertInstance.run(row);
+      return toInstance(row);
+    });
+  }
+
+  async getInstance(instanceId: string): Promise<Instance> {
+    return this.read(() => toInstance(this.instanceRow(instanceId)));
+  }
+
+  async listInstances(): Promise<Instance[]> {
+    return this.read(() => this.stmts.listInstances.all().map(toInstance));
+  }
+
+  async updateInstance(instanceId: string, patch: { name?: string; description?: string }): Promise<Instance> {
+    return this.write(() => {
+      const current = this.instanceRow(instanceId);
+      const row: InstanceRow = {
+        ...current,
+        name: patch.name ?? current.name,
+        description: patch.description ?? current.description,
+        updated_at: this.now(),
+      };
+      this.stmts.updateInstance.run(row);
+      return toInstance(row);
+    });
+  }
+
+  async deleteInstance(instanceId: string): Promise<void> {
+    this.write(() => {
+      this.instanceRow(instanceId);
+      this.commit({ kind: 'instanceDeleted', instanceId, namespace: null, key: null }, () => {
+        this.stmts.deleteInstanceRecords.run(instanceId);
+        this.stmts.deleteInstance.run(instanceId);
+        return null;
+      });
+    });
+  }
+
+  // ------------------------------------------------------------ single keys
+
+  async get(instanceId: string, namespace: string, key: string): Promise<KvRecord | null> {
+    return this.read(() => {
+      this.instanceRow(instanceId);
+      const row = this.liveRow(instanceId, namespace, key, this.now());
+      return row === null ? null : toRecord(row);
+    });
+  }
+
+  async getMany(instanceId: string, namespace: string, keys: readonly string[]): Promise<(KvRecord | null)[]> {
+    return this.read(() => {
+      this.instanceRow(instanceId);
+      const now = this.now();
+      return keys.map((key) => {
+        const row = this.liveRow(instanceId, namespace, key, now);
+        return row === null ? null : toRecord(row);
+      });
+    });
+  }
+
+  async set(input: SetInput): Promise<KvRecord> {
+    return this.write(() => {
+      const { instanceId, namespace, key } = input;
+      const now = this.now();
+      this.requireInstance(instanceId, input.autoCreate, now);
+      const existing = this.rowForWrite(instanceId, namespace, key, now);
+      if (input.ifAbsent === true && existing !== null) {
+        throw conflict(`key '${key}' already exists in namespace '${namespace}'`, existing);
+      }
+      if (input.ifVersion !== undefined && existing?.version !== input.ifVersion) {
+        throw conflict(versionMismatch(key, namespace, existing, input.ifVersion), existing);
+      }
+      return this.writeKey({ instanceId, namespace, key }, existing, contents(input.value, input.ttlMs, now), now);
+    });
+  }
+
+  async setMany(input: SetManyInput): Promise<KvRecord[]> {
+    return this.write(() => {
+      const { instanceId, namespace } = input;
+      const now = this.now();
+      this.requireInstance(instanceId, input.autoCreate, now);
+      // Expiries found on the way are recorded first, so the writes take consecutive revisions.
+      const existing = input.entries.map((entry) => this.rowForWrite(instanceId, namespace, entry.key, now));
+      return input.entries.map((entry, i) =>
+        this.writeKey({ instanceId, namespace, key: entry.key }, existing[i]!, contents(entry.value, entry.ttlMs, now), now),
+      );
+    });
+  }
+
+  async delete(instanceId: string, namespace: string, key: string, ifVersion?: number): Promise<boolean> {
+    return this.write(() => {
+      const now = this.now();
+      this.instanceRow(instanceId);
+      const existing = this.rowForWrite(instanceId, namespace, key, now);
+      if (ifVersion !== undefined && existing?.version !== ifVersion) {
+        throw conflict(versionMismatch(key, namespace, existing, ifVersion), existing);
+      }
+      return existing !== null && this.deleteKey(existing);
+    });
+  }
+
+  async deleteNamespace(instanceId: string, namespace: string): Promise<number> {
+    return this.write(() => {
+      const now = this.now();
+      this.instanceRow(instanceId);
+      const live = this.stmts.countInNamespace.get(instanceId, namespace, now) ?? 0;
+      // With no live key nothing is announced; expired rows stay for the sweeper to report.
+      if (live === 0) return 0;
+      // Expired rows go too: the namespaceDeleted revision covers every key of the namespace.
+      this.commit({ kind: 'namespaceDeleted', instanceId, namespace, key: null }, () => {
+        this.stmts.deleteNamespace.run(instanceId, namespace);
+        return null;
+      });
+      return live;
+    });
+  }
+
+  async incr(input: IncrInput): Promise<KvRecord> {
+    return this.write(() => {
+      const now = this.now();
+      this.requireInstance(input.instanceId, input.autoCreate, now);
+      const existing = this.rowForWrite(input.instanceId, input.namespace, input.key, now);
+      return this.incrKey(input, existing, now);
+    });
+  }
+
+  async expire(instanceId: string, namespace: string, key: string, ttlMs: number | null): Promise<boolean> {
+    return this.write(() => {
+      const now = this.now();
+      this.instanceRow(instanceId);
+      const existing = this.rowForWrite(instanceId, namespace, key, now);
+      if (existing === null) return false;
+      this.writeKey({ instanceId, namespace, key }, existing, { ...existing, expires_at: ttlMs === null ? null : now + ttlMs }, now);
+      return true;
+    });
+  }
+
+  async ttl(instanceId: string, namespace: string, key: string): Promise<{ exists: boolean; ttlMs: number | null }> {
+    return this.read(() => {
+      this.instanceRow(instanceId);
+      const now = this.now();
+      const row = this.liveRow(instanceId, namespace, key, now);
+      if (row === null) return { exists: false, ttlMs: null };
+      return { exists: true, ttlMs: row.expires_at === null ? null : row.expires_at - now };
+    });
+  }
+
+  async atomic(input: AtomicInput): Promise<{ revision: number; records: (KvRecord | null)[] }> {
+    return this.write(() => {
+      const { instanceId } = input;
+      const now = this.now();
+      this.requireInstance(instanceId, input.autoCreate, now);
+      for (const check of input.checks) {
+        const current = this.liveRow(instanceId, check.namespace, check.key, now);
+        if (check.version === null ? current !== null : current?.version !== check.version) {
+          const expected = check.version === null ? 'to be absent' : `at version ${check.version}`;
+          throw conflict(`check failed: key '${check.key}' in namespace '${check.namespace}' was expected ${expected}`, current);
+        }
+      }
+      // As in setMany: expiries of the keys written are recorded before the ops' revisions.
+      const existing = input.ops.map((op) => this.rowForWrite(instanceId, op.namespace, op.key, now));
+      const records = input.ops.map((op, i): KvRecord | null => {
+        const row = existing[i]!;
+        const target = { instanceId, namespace: op.namespace, key: op.key };
+        switch (op.op) {
+          case 'set':
+            return this.writeKey(target, row, contents(op.value, op.ttlMs, now), now);
+          case 'incr':
+            return this.incrKey({ ...target, by: op.by, ...(op.ttlMs !== undefined ? { ttlMs: op.ttlMs } : {}) }, row, now);
+          case 'delete':
+            if (row !== null) this.deleteKey(row);
+            return null;
+        }
+      });
+      return { revision: this.revision, records };
+    });
+  }
+
+  // ------------------------------------------------------------ reading many
+
+  async list(input: ListInput): Promise<{ records: KvRecord[]; more: boolean }> {
+    return this.read(() => {
+      this.instanceRow(input.instanceId);
+      const terms: Sql[] = [
+        sql`instance_id = ${input.instanceId}`,
+        sql`namespace = ${input.namespace}`,
+        sql`(expires_at IS NULL OR expires_at > ${this.now()})`,
+      ];
+      if (input.prefix !== undefined && input.prefix !== '') {
+        terms.push(sql`key >= ${input.prefix}`);
+        const upper = prefixUpperBound(input.prefix);
+        if (upper !== null) terms.push(sql`key < ${upper}`);
+      }
+      if (input.after !== undefined) terms.push(input.reverse === true ? sql`key < ${input.after}` : sql`key > ${input.after}`);
+      const order = input.reverse === true ? sql`key DESC` : sql`key ASC`;
+      const query = sql`SELECT * FROM records WHERE ${join(terms, ' AND ')} ORDER BY ${order} LIMIT ${input.limit + 1}`;
+      const rows = this.cached(query.text).all(...query.params) as RecordRow[];
+      const more = rows.length > input.limit;
+      return { records: rows.slice(0, input.limit).map(toRecord), more };
+    });
+  }
+
+  async query(input: QueryInput): Promise<{ records: KvRecord[]; total: number }> {
+    return this.read(() => {
+      this.instanceRow(input.instanceId);
+      const { where, orderBy } = buildQuery(input, this.now());
+      const count = sql`SELECT count(*) AS total FROM records WHERE ${where}`;
+      const page = sql`SELECT * FROM records WHERE ${where} ORDER BY ${orderBy} LIMIT ${input.limit} OFFSET ${input.offset}`;
+      const { total } = this.cached(count.text).get(...count.params) as { total: number };
+      const rows = input.limit === 0 ? [] : (this.cached(page.text).all(...page.params) as RecordRow[]);
+      return { records: rows.map(toRecord), total };
+    });
+  }
+
+  async getNamespaces(instanceId: string): Promise<string[]> {
+    return this.read(() => {
+      this.instanceRow(instanceId);
+      return this.stmts.namespaces.all(instanceId, this.now());
+    });
+  }
+
+  async count(instanceId: string, namespace?: string): Promise<number> {
+    return this.read(() => {
+      this.instanceRow(instanceId);
+      const now = this.now();
+      const count =
+        namespace === undefined
+          ? this.stmts.countInInstance.get(instanceId, now)
+          : this.stmts.countInNamespace.get(instanceId, namespace, now);
+      return count ?? 0;
+    });
+  }
+
+  async stats(instanceId?: string): Promise<Stats> {
+    return this.read(() => {
+      const now = this.now();
+      if (instanceId === undefined) return { ...this.stmts.stats.get({ now })! };
+      this.instanceRow(instanceId);
+      return { ...this.stmts.instanceStats.get({ now, instanceId })! };
+    });
+  }
+
+  // ------------------------------------------------------------ housekeeping
+
+  async currentRevision(): Promise<number> {
+    return this.read(() => this.revision);
+  }
+
+  async sweepExpired(limit: number): Promise<number> {
+    return this.write(() => {
+      const expired = this.stmts.expiredKeys.all(this.now(), limit);
+      for (const row of expired) this.expireKey(row);
+      return expired.length;
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.db.close();
+    } finally {
+      this.lock?.release();
+    }
+  }
+
+  // ------------------------------------------------------------ internals
+
+  /**
+   * The single place where revisions are taken: every change of the database goes through here,
+   * inside the caller's transaction. `apply` performs the change stamped with `revision`.
+   */
+  private commit<T extends KvRecord | null>(change: Change, apply: (revision: number) => T): T {
+    const revision = this.revision + 1;
+    const result = apply(revision);
+    this.revision = revision;
+    // The watch feed (a later issue) appends `change` and `result` to its log here.
+    return result;
+  }
+
+  /** Writes `contents` to a key: a new record (version 1) when `existing` is null, else the next version. */
+  private writeKey(
+    target: { instanceId: string; namespace: string; key: string },
+    existing: RecordRow | null,
+    next: Contents,
+    now: number,
+  ): KvRecord {
+    return this.commit({ kind: 'set', ...target }, (revision) => {
+      const row: RecordRow = {
+        instance_id: target.instanceId,
+        namespace: target.namespace,
+        key: target.key,
+        id: existing?.id ?? nanoid(),
+        value: next.value,
+        data: next.data,
+        content_type: next.content_type,
+        version: (existing?.version ?? 0) + 1,
+        revision,
+        created_at: existing?.created_at ?? now,
+        updated_at: now,
+        expires_at: next.expires_at,
+      };
+      this.stmts.putRow.run(row);
+      return toRecord(row);
+    });
+  }
+
+  private incrKey(input: Omit<IncrInput, 'autoCreate'>, existing: RecordRow | null, now: number): KvRecord {
+    const target = { instanceId: input.instanceId, namespace: input.namespace, key: input.key };
+    if (existing === null) {
+      const expiresAt = input.ttlMs === undefined ? null : now + input.ttlMs;
+      return this.writeKey(target, null, jsonContents(input.by, expiresAt), now);
+    }
+    const current = existing.value === null ? undefined : (JSON.parse(existing.value) as unknown);
+    if (typeof current !== 'number') {
+      throw new ProtocolError(
+        ErrorCode.TYPE_MISMATCH,
+        `cannot increment key '${input.key}' in namespace '${input.namespace}': its value is not a number`,
+      );
+    }
+    const sum = current + input.by;
+    if (!Number.isFinite(sum)) {
+      throw invalidParam(['by'], `incrementing key '${input.key}' by ${input.by} leaves the range of finite numbers`);
+    }
+    // The expiry is kept: incr's ttlMs only sets the window of a new key.
+    return this.writeKey(target, existing, jsonContents(sum, existing.expires_at), now);
+  }
+
+  private deleteKey(row: RecordRow): true {
+    this.commit({ kind: 'delete', instanceId: row.instance_id, namespace: row.namespace, key: row.key }, () => {
+      this.stmts.deleteRow.run(row.instance_id, row.namespace, row.key);
+      return null;
+    });
+    return true;
+  }
+
+  private expireKey(row: KeyRow): void {
+    this.commit({ kind: 'expire', instanceId: row.instance_id, namespace: row.namespace, key: row.key }, () => {
+      this.stmts.deleteRow.run(row.instance_id, row.namespace, row.key);
+      return null;
+    });
+  }
+
+  /** The stored row when live; null when absent or expired (without touching it: reads never write). */
+  private liveRow(instanceId: string, namespace: string, key: string, now: number): RecordRow | null {
+    const row = this.stmts.getRow.get(instanceId, namespace, key);
+    return row === undefined || isExpired(row, now) ? null : row;
+  }
+
+  /** For writes: like liveRow, but an expired row is removed first, recording its expiry. */
+  private rowForWrite(instanceId: string, namespace: string, key: string, now: number): RecordRow | null {
+    const row = this.stmts.getRow.get(instanceId, namespace, key);
+    if (row === undefined) return null;
+    if (!isExpired(row, now)) return row;
+    this.expireKey(row);
+    return null;
+  }
+
+  private instanceRow(instanceId: string): InstanceRow {
+    const row = this.stmts.getInstance.get(instanceId);
+    if (row === undefined) throw new ProtocolError(ErrorCode.INSTANCE_NOT_FOUND, `instance '${instanceId}' not found`);
+    return row;
+  }
+
+  /** For writes that may create the instance: with `autoCreate`, a missing one gets id = name = instanceId. */
+  private requireInstance(instanceId: string, autoCreate: boolean | undefined, now: number): void {
+    if (autoCreate !== true) {
+      this.instanceRow(instanceId);
+    } else if (this.stmts.getInstance.get(instanceId) === undefined) {
+      this.stmts.insertInstance.run({ id: instanceId, name: instanceId, description: null, created_at: now, updated_at: now });
+    }
+  }
+
+  private cached(text: string): Database.Statement<Bindable[], unknown> {
+    let statement = this.cache.get(text);
+    if (statement === undefined) {
+      statement = this.db.prepare<Bindable[], unknown>(text);
+      if (this.cache.size >= STATEMENT_CACHE_SIZE) this.cache.delete(this.cache.keys().next().value!);
+      this.cache.set(text, statement);
+    }
+    return statement;
+  }
+
+  /** Runs a read; SQLite failures become ProtocolErrors. */
+  private read<T>(fn: () => T): T {
+    this.assertOpen();
+    try {
+      return fn();
+    } catch (error) {
+      throw toEngineError(error);
+    }
+  }
+
+  /**
+   * Runs `fn` in one IMMEDIATE transaction (it reads then writes) and persists the revision
+   * counter in it. When anything throws, SQLite rolls back and the cached counter follows.
+   */
+  private write<T>(fn: () => T): T {
+    this.assertOpen();
+    const before = this.revision;
+    try {
+      return this.transaction.immediate(() => {
+        const result = fn();
+        if (this.revision !== before) this.stmts.saveRevision.run(this.revision);
+        return result;
+      }) as T;
+    } catch (error) {
+      this.revision = before;
+      throw toEngineError(error);
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new ProtocolError(ErrorCode.STORAGE_ERROR, 'the storage engine is closed');
+  }
+}
+
+// ---------------------------------------------------------------- conversions
+
+function isExpired(row: RecordRow, now: number): boolean {
+  return row.expires_at !== null && row.expires_at <= now;
+}
+
+function contents(value: StoredValue, ttlMs: number | undefined, now: number): Contents {
+  const expiresAt = ttlMs === undefined ? null : now + ttlMs;
+  if ('json' in value) return { value: value.json, data: null, content_type: JSON_CONTENT_TYPE, expires_at: expiresAt };
+  return { value: null, data: value.bytes, content_type: value.contentType, expires_at: expiresAt };
+}
+
+function jsonContents(value: number, expiresAt: number | null): Contents {
+  return { value: JSON.stringify(value), data: null, content_type: JSON_CONTENT_TYPE, expires_at: expiresAt };
+}
+
+function toRecord(row: RecordRow): KvRecord {
+  return {
+    id: row.id,
+    instanceId: row.instance_id,
+    namespace: row.namespace,
+    key: row.key,
+    value: decodeValue(row.content_type, row.value, row.data),
+    contentType: row.content_type,
+    version: row.version,
+    revision: row.revision,
+    createdAt: iso(row.created_at),
+    updatedAt: iso(row.updated_at),
+    expiresAt: row.expires_at === null ? null : iso(row.expires_at),
+  };
+}
+
+function toInstance(row: InstanceRow): Instance {
+  return {
+    id: row.id,
+    name: row.name,
+    ...(row.description !== null ? { description: row.description } : {}),
+    createdAt: iso(row.created_at),
+    updatedAt: iso(row.updated_at),
+  };
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+function conflict(message: string, current: RecordRow | null): ProtocolError {
+  return new ProtocolError(ErrorCode.CONFLICT, message, { current: current === null ? null : toRecord(current) });
+}
+
+function versionMismatch(key: string, namespace: string, existing: RecordRow | null, expected: number): string {
+  const actual = existing === null ? 'does not exist' : `is at version ${existing.version}`;
+  return `key '${key}' in namespace '${namespace}' ${actual}, not version ${expected}`;
+}

@@ -1,0 +1,274 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import Database from 'better-sqlite3';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ProtocolError } from '../protocol/index.js';
+import { prefixUpperBound } from '../server/storage/key-range.js';
+import { SCHEMA_VERSION } from '../server/storage/migrations.js';
+import { DatabaseInUseError, SchemaTooNewError, openSqliteEngine } from '../server/storage/sqlite.js';
+import { openConnection } from '../server/storage/sqlite-connection.js';
+import { json, runStorageContract } from './storage-contract.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const engineModule = pathToFileURL(path.join(root, 'server/storage/sqlite.ts')).href;
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'kvhub-sqlite-'));
+let files = 0;
+/** A fresh database path in this run's temp directory. */
+const freshPath = () => path.join(tmp, `db-${++files}.db`);
+
+afterAll(() => {
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+runStorageContract('sqlite :memory:', ({ now }) => openSqliteEngine(':memory:', { now }));
+runStorageContract('sqlite file', ({ now }) => openSqliteEngine(freshPath(), { now }));
+
+describe('prefixUpperBound', () => {
+  it('increments the last code point that can be, skipping surrogates and dropping what follows', () => {
+    const max = String.fromCodePoint(0x10ffff);
+    expect(prefixUpperBound('abc')).toBe('abd');
+    expect(prefixUpperBound('a%')).toBe('a&');
+    expect(prefixUpperBound('\uD7FF')).toBe('\uE000');
+    expect(prefixUpperBound('x\uFFFF')).toBe('x\u{10000}');
+    expect(prefixUpperBound('😀')).toBe('😁');
+    expect(prefixUpperBound(`a${max}${max}`)).toBe('b');
+    expect(prefixUpperBound(`${max}${max}`)).toBeNull();
+    expect(prefixUpperBound('')).toBeNull();
+  });
+});
+
+describe('sqlite engine: files', () => {
+  it('keeps instances, records and the revision counter across close and reopen', async () => {
+    const file = freshPath();
+    const first = openSqliteEngine(file);
+    await first.createInstance({ id: 'i1', name: 'one', description: 'kept' });
+    const record = await first.set({ instanceId: 'i1', namespace: 'ns', key: 'k', value: json({ a: 1 }) });
+    await first.set({ instanceId: 'i1', namespace: 'ns', key: 'gone', value: json(1) });
+    await first.delete('i1', 'ns', 'gone');
+    await first.close();
+
+    const second = openSqliteEngine(file);
+    try {
+      expect(await second.getInstance('i1')).toMatchObject({ name: 'one', description: 'kept' });
+      expect(await second.get('i1', 'ns', 'k')).toEqual(record);
+      expect(await second.currentRevision()).toBe(3);
+      expect((await second.set({ instanceId: 'i1', namespace: 'ns', key: 'k', value: json(2) })).revision).toBe(4);
+    } finally {
+      await second.close();
+    }
+  });
+
+  it('migrates a new file to the latest schema version, in WAL mode', async () => {
+    const file = freshPath();
+    await openSqliteEngine(file).close();
+    const raw = new Database(file, { readonly: true });
+    try {
+      expect(raw.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
+      expect(raw.pragma('journal_mode', { simple: true })).toBe('wal');
+    } finally {
+      raw.close();
+    }
+  });
+
+  it('sets synchronous to FULL by default and NORMAL for durability normal', () => {
+    const full = openConnection(freshPath());
+    const normal = openConnection(freshPath(), { durability: 'normal' });
+    try {
+      expect(full.pragma('synchronous', { simple: true })).toBe(2);
+      expect(normal.pragma('synchronous', { simple: true })).toBe(1);
+      expect(full.pragma('journal_mode', { simple: true })).toBe('wal');
+    } finally {
+      full.close();
+      normal.close();
+    }
+  });
+
+  it('refuses a database written by a newer kvhub', async () => {
+    const file = freshPath();
+    await openSqliteEngine(file).close();
+    const raw = new Database(file);
+    raw.pragma(`user_version = ${SCHEMA_VERSION + 1}`);
+    raw.close();
+    expect(() => openSqliteEngine(file)).toThrow(SchemaTooNewError);
+    expect(() => openSqliteEngine(file)).toThrow(new RegExp(`schema version ${SCHEMA_VERSION + 1}.*upgrade kvhub`));
+  });
+
+  it('reports a file that is not a database as STORAGE_ERROR, not a raw SQLite error', () => {
+    const file = freshPath();
+    fs.writeFileSync(file, 'this is not a SQLite database, just some text that is long enough to have a header');
+    expect(() => openSqliteEngine(file)).toThrow(ProtocolError);
+    expect(() => openSqliteEngine(file)).toThrow(expect.objectContaining({ code: 'STORAGE_ERROR' }));
+    // The failed opens released their claim on the file.
+    fs.writeFileSync(file, '');
+    return openSqliteEngine(file).close();
+  });
+
+  it('gives :memory: engines no lock and separate contents', async () => {
+    const a = openSqliteEngine(':memory:');
+    const b = openSqliteEngine(':memory:');
+    await a.createInstance({ id: 'i', name: 'i' });
+    await expect(b.getInstance('i')).rejects.toMatchObject({ code: 'INSTANCE_NOT_FOUND' });
+    await a.close();
+    await b.close();
+  });
+});
+
+describe('sqlite engine: exclusive ownership', () => {
+  it('refuses a second open of a held file in the same process, also by another spelling of the path', async () => {
+    const file = freshPath();
+    const holder = openSqliteEngine(file);
+    try {
+      expect(() => openSqliteEngine(file)).toThrow(DatabaseInUseError);
+      expect(() => openSqliteEngine(file)).toThrow(`the database file ${file} is in use by another kvhub server`);
+      const other = path.join(path.dirname(file), '.', '..', path.basename(tmp), path.basename(file));
+      expect(() => openSqliteEngine(other)).toThrow(DatabaseInUseError);
+      // The refused opens did not disturb the holder.
+      await holder.createInstance({ id: 'i', name: 'i' });
+    } finally {
+      await holder.close();
+    }
+  });
+
+  it('releases the file on close', async () => {
+    const file = freshPath();
+    await openSqliteEngine(file).close();
+    const again = openSqliteEngine(file);
+    await again.close();
+    await again.close();
+    await openSqliteEngine(file).close();
+  });
+
+  it('refuses an open from another process while this one holds the file', async () => {
+    const file = freshPath();
+    const holder = openSqliteEngine(file);
+    try {
+      // A refused open in this process must not drop the holder's OS lock (POSIX locks are per process).
+      expect(() => openSqliteEngine(file)).toThrow(DatabaseInUseError);
+      expect(await tryOpenInChild(file)).toEqual({
+        name: 'DatabaseInUseError',
+        message: `the database file ${file} is in use by another kvhub server`,
+      });
+    } finally {
+      await holder.close();
+    }
+    expect(await tryOpenInChild(file)).toEqual({ opened: true });
+  }, 30_000);
+
+  it('is freed when the holding process dies', async () => {
+    const file = freshPath();
+    const child = spawnTs(
+      `import { openSqliteEngine } from ${JSON.stringify(engineModule)};
+       const engine = openSqliteEngine(process.env.KVHUB_TEST_DB);
+       await engine.createInstance({ id: 'from-child', name: 'c' });
+       process.stdout.write('ready\\n');
+       setInterval(() => {}, 1000);`,
+      file,
+    );
+    try {
+      await waitForLine(child, 'ready');
+      expect(() => openSqliteEngine(file)).toThrow(DatabaseInUseError);
+    } finally {
+      child.kill('SIGKILL');
+    }
+    await once(child, 'exit');
+    const engine = openSqliteEngine(file);
+    try {
+      expect((await engine.getInstance('from-child')).name).toBe('c');
+    } finally {
+      await engine.close();
+    }
+  }, 30_000);
+});
+
+describe('sqlite engine: storage failures', () => {
+  it(
+    'reports a failed write (file size limit reached) as STORAGE_ERROR and stays consistent',
+    async () => {
+      const file = freshPath();
+      // RLIMIT_FSIZE makes the kernel refuse writes past the limit, as a full disk would;
+      // Node ignores SIGXFSZ, so SQLite sees the failed write.
+      const child = spawnTs(
+        `import { openSqliteEngine } from ${JSON.stringify(engineModule)};
+         const engine = openSqliteEngine(process.env.KVHUB_TEST_DB);
+         await engine.createInstance({ id: 'i', name: 'i' });
+         const big = JSON.stringify('x'.repeat(100_000));
+         let written = 0, failure;
+         try {
+           for (; written < 200; written++) {
+             await engine.set({ instanceId: 'i', namespace: 'n', key: 'k' + written, value: { contentType: 'application/json', json: big } });
+           }
+         } catch (error) {
+           failure = { name: error.name, code: error.code, message: error.message, cause: error.cause?.code };
+         }
+         const state = { revision: await engine.currentRevision(), count: await engine.count('i'), last: await engine.get('i', 'n', 'k' + written) };
+         console.log(JSON.stringify({ written, failure, ...state }));
+         await engine.close();`,
+        file,
+        { fileSizeBlocks: 2048 },
+      );
+      const [line] = await waitForLine(child, '{');
+      const report = JSON.parse(line!) as {
+        written: number;
+        failure?: { name: string; code: string; message: string; cause: string };
+        revision: number;
+        count: number;
+        last: unknown;
+      };
+      expect(report.failure).toMatchObject({ name: 'ProtocolError', code: 'STORAGE_ERROR' });
+      expect(report.failure?.cause).toMatch(/^SQLITE_(FULL|IOERR)/);
+      expect(report.written).toBeGreaterThan(0);
+      // The failed write left nothing behind: not its record and not its revision.
+      expect(report).toMatchObject({ revision: report.written, count: report.written, last: null });
+    },
+    30_000,
+  );
+});
+
+// ---------------------------------------------------------------- child processes
+
+/** Runs an inline ES module (TypeScript imports allowed) in a fresh Node, with KVHUB_TEST_DB set. */
+function spawnTs(script: string, file: string, limits: { fileSizeBlocks?: number } = {}) {
+  const node = [process.execPath, '--import', 'tsx', '--input-type=module', '-e', script];
+  const [command, ...args] =
+    limits.fileSizeBlocks === undefined ? node : ['/bin/sh', '-c', `ulimit -f ${limits.fileSizeBlocks} && exec "$@"`, 'sh', ...node];
+  return spawn(command!, args, {
+    cwd: root,
+    env: { ...process.env, KVHUB_TEST_DB: file },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
+/** Resolves with the child's stdout lines once one starts with `prefix`; rejects if it exits first. */
+async function waitForLine(child: ReturnType<typeof spawnTs>, prefix: string): Promise<string[]> {
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  return new Promise((resolve, reject) => {
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+      const lines = stdout.split('\n').filter((l) => l.startsWith(prefix));
+      if (lines.length > 0) resolve(lines);
+    });
+    child.on('exit', (code) => reject(new Error(`child exited (${code}) before printing '${prefix}': ${stdout}${stderr}`)));
+  });
+}
+
+/** Opens `file` in another process and reports what happened. */
+async function tryOpenInChild(file: string): Promise<unknown> {
+  const child = spawnTs(
+    `import { openSqliteEngine } from ${JSON.stringify(engineModule)};
+     try {
+       await openSqliteEngine(process.env.KVHUB_TEST_DB).close();
+       console.log(JSON.stringify({ opened: true }));
+     } catch (error) {
+       console.log(JSON.stringify({ name: error.name, message: error.message }));
+     }`,
+    file,
+  );
+  const [line] = await waitForLine(child, '{');
+  return JSON.parse(line!);
+}
