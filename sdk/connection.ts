@@ -1,0 +1,494 @@
+import type { FailureReply, Reply, ReplyData, RequestType } from '../protocol/index.js';
+import { PROTOCOL_VERSION } from '../protocol/limits.js';
+import { backoffDelay, type ResolvedReconnectOptions } from './backoff.js';
+import { KvError } from './errors.js';
+import { OPEN, openSocket, terminateSocket, type WebSocketConstructor, type WebSocketLike } from './transport.js';
+
+/** Per-request options, accepted by every method that sends a request. */
+export interface RequestOptions {
+  /**
+   * Milliseconds to wait for the reply — including any wait for the connection to come (back)
+   * up — before rejecting with `TIMEOUT`.
+   * @default the client's `requestTimeoutMs` (30000)
+   */
+  timeoutMs?: number;
+  /**
+   * Rejects the request with `ABORTED` when it fires. A request that was already sent may still
+   * run on the server; only its reply is dropped.
+   * @default undefined (not abortable)
+   */
+  signal?: AbortSignal;
+}
+
+/** Where a client's connection stands. */
+export type ConnectionState =
+  /** Opening a socket, or waiting for the `kvStore.hello` reply. */
+  | 'connecting'
+  /** Connected and greeted: requests are sent at once. */
+  | 'ready'
+  /** The connection dropped; waiting out the backoff delay before the next attempt. */
+  | 'reconnecting'
+  /** `close()` was called, the server speaks another protocol version, or the connection
+   * dropped with reconnecting disabled. Requests reject with `NOT_CONNECTED`. */
+  | 'closed';
+
+/** A frame the server sent without a `requestId` (today only `kvStore.event` pushes). */
+export type PushMessage = Record<string, unknown> & { type?: unknown };
+
+/** What the server said about itself in its `kvStore.hello` reply. */
+export type ServerInfo = ReplyData<'kvStore.hello'>;
+
+/** Receives the SDK's diagnostics; the SDK never writes to the console. */
+export interface Logger {
+  /** Routine events: connects, reconnect delays, ignored frames. @default undefined (dropped) */
+  debug?(message: string, details?: unknown): void;
+  /** Things that went wrong but were handled: socket errors, malformed frames. @default undefined (dropped) */
+  warn?(message: string, details?: unknown): void;
+}
+
+/** The connection's settings, every default applied. */
+export interface ConnectionSettings {
+  url: string;
+  requestTimeoutMs: number;
+  connectTimeoutMs: number;
+  reconnect: ResolvedReconnectOptions | false;
+  WebSocket: WebSocketConstructor | undefined;
+  token: string | undefined;
+  maxPayloadBytes: number;
+  logger: Logger | undefined;
+}
+
+interface Pending {
+  readonly type: string;
+  readonly frame: string;
+  /** True once the frame went out: from then on its outcome is unknown if the socket closes. */
+  sent: boolean;
+  resolve(reply: Reply): void;
+  reject(error: KvError): void;
+  timer: ReturnType<typeof setTimeout>;
+  /** Removes the abort listener. */
+  cleanup(): void;
+}
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  settled: boolean;
+  resolve(value: T): void;
+  reject(error: unknown): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // The ready promise may be rejected with nobody waiting on it (e.g. closing a client that was
+  // never awaited); that must not surface as an unhandled rejection. Callers still see the rejection.
+  promise.catch(() => undefined);
+  const d: Deferred<T> = {
+    promise,
+    settled: false,
+    resolve: (value) => {
+      d.settled = true;
+      resolve(value);
+    },
+    reject: (error) => {
+      d.settled = true;
+      reject(error);
+    },
+  };
+  return d;
+}
+
+/** setTimeout fires at once for delays above 2^31-1 ms; longer timeouts are capped to that (~24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** How long `close()` waits for the server's side of the closing handshake before cutting the socket. */
+const CLOSE_GRACE_MS = 1000;
+
+/**
+ * One logical connection to a kvhub server: the socket and its replacement after a drop, the
+ * `kvStore.hello` greeting, the table of requests waiting for their reply, and the routing of
+ * server pushes. It knows nothing of what the requests mean.
+ */
+export class Connection {
+  private socket: WebSocketLike | undefined;
+  private current: ConnectionState = 'connecting';
+  private readonly pending = new Map<string, Pending>();
+  private readonly pushListeners = new Set<(message: PushMessage) => void>();
+  private seq = 0;
+  /** Failed connection attempts since the last successful greeting. */
+  private attempt = 0;
+  /** Bumped on every connection attempt so a socket that opens late can tell it is stale. */
+  private generation = 0;
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private connectTimer: ReturnType<typeof setTimeout> | undefined;
+  private ready: Deferred<ServerInfo> = deferred();
+  private info: ServerInfo | undefined;
+  /** Why the connection is closed for good: what requests made from now on reject with. */
+  private closedError: KvError | undefined;
+  private closing: Promise<void> | undefined;
+
+  constructor(private readonly settings: ConnectionSettings) {
+    this.connect();
+  }
+
+  /** Where the connection stands now. */
+  get state(): ConnectionState {
+    return this.current;
+  }
+
+  /** The server's hello data, while connected. */
+  get server(): ServerInfo | undefined {
+    return this.info;
+  }
+
+  /**
+   * One memoised promise per connection: resolves once the hello round-trip is done. When the
+   * connection drops, it is replaced by a fresh one that resolves on the next connection.
+   */
+  waitForReady(): Promise<ServerInfo> {
+    return this.ready.promise;
+  }
+
+  /** Subscribes to frames without a `requestId` (server pushes). Returns the unsubscribe function. */
+  onPush(listener: (message: PushMessage) => void): () => void {
+    this.pushListeners.add(listener);
+    return () => this.pushListeners.delete(listener);
+  }
+
+  /**
+   * Sends one request and resolves with its reply envelope — a `success: false` reply included.
+   * Rejects with a {@link KvError} only for local failures: TIMEOUT, ABORTED, CONNECTION_CLOSED,
+   * NOT_CONNECTED, or params that are not JSON.
+   */
+  request<T extends RequestType>(type: T, params: unknown, options: RequestOptions = {}): Promise<Reply<T>> {
+    if (this.current === 'closed') {
+      const reason = this.closedError;
+      return Promise.reject(new KvError('NOT_CONNECTED', reason?.message ?? 'the client is closed', { cause: reason?.cause, type }));
+    }
+    return this.enqueue(type, params, options, false) as Promise<Reply<T>>;
+  }
+
+  /**
+   * Closes the connection for good. Requests that were sent reject with CONNECTION_CLOSED, those
+   * still waiting for a connection with NOT_CONNECTED; no reconnect follows. Resolves once the
+   * socket is closed (after at most about a second). Idempotent.
+   */
+  close(): Promise<void> {
+    if (this.closing !== undefined) return this.closing;
+    this.shutdown(new KvError('NOT_CONNECTED', 'the client is closed'));
+    const socket = this.socket;
+    this.socket = undefined;
+    this.closing = socket === undefined ? Promise.resolve() : closeGracefully(socket);
+    return this.closing;
+  }
+
+  // ------------------------------------------------------------------ connecting
+
+  private connect(): void {
+    this.current = 'connecting';
+    const generation = ++this.generation;
+    this.settings.logger?.debug?.('connecting', { url: this.settings.url, attempt: this.attempt });
+    openSocket(this.settings, this.settings.WebSocket).then(
+      (socket) => {
+        if (this.current === 'closed' || generation !== this.generation) {
+          discard(socket);
+          return;
+        }
+        this.attach(socket);
+      },
+      (error: unknown) => {
+        // The constructor threw or `ws` could not be loaded: count it as a failed attempt.
+        this.settings.logger?.warn?.('could not open a socket', error);
+        if (this.current !== 'closed' && generation === this.generation) this.lost(new KvError('NOT_CONNECTED', 'could not open a socket', { cause: error }));
+      },
+    );
+  }
+
+  private attach(socket: WebSocketLike): void {
+    this.socket = socket;
+    this.connectTimer = setTimeout(() => {
+      if (this.socket === socket && this.current === 'connecting') {
+        this.settings.logger?.warn?.(`not connected within ${this.settings.connectTimeoutMs} ms; retrying`);
+        terminateSocket(socket);
+      }
+    }, Math.min(this.settings.connectTimeoutMs, MAX_TIMER_MS));
+    socket.onopen = () => {
+      if (this.socket === socket) this.greet(socket);
+    };
+    socket.onmessage = (event) => {
+      if (this.socket === socket) this.onFrame(event.data);
+    };
+    // Without an error listener, `ws` rethrows socket errors and one bad frame kills the process.
+    socket.onerror = (event) => {
+      this.settings.logger?.warn?.('socket error', event.error ?? event.message);
+    };
+    socket.onclose = (event) => {
+      if (this.socket !== socket) return;
+      this.socket = undefined;
+      this.settings.logger?.debug?.('socket closed', { code: event.code, reason: event.reason });
+      this.lost(new KvError('NOT_CONNECTED', `connection closed (${event.code})`));
+    };
+  }
+
+  /** Sends `kvStore.hello` first thing on a new socket; the connection is ready once it is answered. */
+  private greet(socket: WebSocketLike): void {
+    const hello = this.enqueue('kvStore.hello', { protocolVersion: PROTOCOL_VERSION }, { timeoutMs: this.settings.connectTimeoutMs }, true);
+    hello.then(
+      (reply) => {
+        if (this.socket !== socket) return;
+        if (reply.success) this.becomeReady(reply.data as ServerInfo);
+        else if (reply.code === 'VERSION_MISMATCH') {
+          // Retrying cannot help: the server does not speak our version. Stop for good.
+          const error = KvError.fromReply(reply);
+          this.shutdown(new KvError('NOT_CONNECTED', `the server does not speak protocol version ${PROTOCOL_VERSION}`, { cause: error }), error);
+          this.socket = undefined;
+          void closeGracefully(socket);
+        } else {
+          this.settings.logger?.warn?.(`hello failed with ${reply.code}; retrying`, reply.error);
+          terminateSocket(socket);
+        }
+      },
+      () => {
+        // TIMEOUT or CONNECTION_CLOSED: drop this socket (if still ours) and let `lost` retry.
+        if (this.socket === socket) terminateSocket(socket);
+      },
+    );
+  }
+
+  private becomeReady(info: ServerInfo): void {
+    clearTimeout(this.connectTimer);
+    this.current = 'ready';
+    this.attempt = 0;
+    this.info = info;
+    if (this.ready.settled) this.ready = deferred();
+    this.ready.resolve(info);
+    this.settings.logger?.debug?.('ready', { serverVersion: info.serverVersion });
+    // Requests made while disconnected go out now, in the order they were made.
+    for (const entry of this.pending.values()) if (!entry.sent) this.transmit(entry);
+  }
+
+  /** The socket is gone (or never came): fail what was sent, then reconnect or give up. */
+  private lost(reason: KvError): void {
+    clearTimeout(this.connectTimer);
+    this.info = undefined;
+    if (this.current === 'closed') return;
+    this.failSent('the connection closed before the reply came');
+    // Waiters on the old (resolved) ready promise are done; new ones wait for the next connection.
+    if (this.ready.settled) this.ready = deferred();
+    const reconnect = this.settings.reconnect;
+    if (reconnect === false) {
+      this.shutdown(new KvError('NOT_CONNECTED', 'the connection is closed and reconnecting is disabled', { cause: reason }));
+      return;
+    }
+    this.current = 'reconnecting';
+    const delay = backoffDelay(this.attempt++, reconnect);
+    this.settings.logger?.debug?.(`reconnecting in ${Math.round(delay)} ms`);
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      this.connect();
+    }, delay);
+    // A client that is only waiting to reconnect must not keep a Node process alive by itself
+    // (pending requests have their own, ref'd, timers).
+    (this.reconnectTimer as { unref?: () => void }).unref?.();
+  }
+
+  /**
+   * Enters the final `closed` state: sent requests reject with CONNECTION_CLOSED, unsent ones
+   * with `reason`, waitForReady with `readyError`.
+   */
+  private shutdown(reason: KvError, readyError: KvError = reason): void {
+    if (this.current === 'closed') return;
+    this.current = 'closed';
+    this.closedError = reason;
+    this.info = undefined;
+    clearTimeout(this.reconnectTimer);
+    clearTimeout(this.connectTimer);
+    this.failSent('the connection closed before the reply came');
+    for (const [requestId, entry] of this.pending) {
+      this.settle(requestId, (p) => p.reject(new KvError(reason.code, reason.message, { cause: reason.cause, type: entry.type, requestId })));
+    }
+    if (!this.ready.settled) this.ready.reject(readyError);
+    else {
+      this.ready = deferred();
+      this.ready.reject(readyError);
+    }
+  }
+
+  private failSent(message: string): void {
+    for (const [requestId, entry] of this.pending) {
+      if (entry.sent) this.settle(requestId, (p) => p.reject(new KvError('CONNECTION_CLOSED', message, { type: p.type, requestId })));
+    }
+  }
+
+  // ------------------------------------------------------------------ requests
+
+  /** Registers a request; `immediate` sends it on the current socket even before the greeting is done. */
+  private enqueue(type: string, params: unknown, options: RequestOptions, immediate: boolean): Promise<Reply> {
+    const { signal } = options;
+    if (signal?.aborted === true) return Promise.reject(abortError(signal, type, undefined));
+    const requestId = String(++this.seq);
+    let frame: string;
+    try {
+      frame = JSON.stringify({ type, requestId, params: params ?? {} });
+    } catch (cause) {
+      return Promise.reject(new KvError('VALIDATION_ERROR', `the params of ${type} cannot be sent as JSON`, { cause, type }));
+    }
+    const timeoutMs = options.timeoutMs ?? this.settings.requestTimeoutMs;
+    return new Promise<Reply>((resolve, reject) => {
+      const onAbort = () => this.settle(requestId, (p) => p.reject(abortError(signal!, type, requestId)));
+      const entry: Pending = {
+        type,
+        frame,
+        sent: false,
+        resolve,
+        reject,
+        timer: setTimeout(
+          () => this.settle(requestId, (p) => p.reject(new KvError('TIMEOUT', `${type} got no reply within ${timeoutMs} ms`, { type, requestId }))),
+          Math.min(Math.max(0, timeoutMs), MAX_TIMER_MS),
+        ),
+        cleanup: () => signal?.removeEventListener('abort', onAbort),
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.pending.set(requestId, entry);
+      if (immediate || this.current === 'ready') this.transmit(entry);
+    });
+  }
+
+  private transmit(entry: Pending): void {
+    const socket = this.socket;
+    // Not open (yet): it stays queued and goes out on the next `becomeReady`.
+    if (socket === undefined || socket.readyState !== OPEN) return;
+    try {
+      socket.send(entry.frame);
+      entry.sent = true;
+    } catch (error) {
+      this.settings.logger?.warn?.('send failed', error);
+    }
+  }
+
+  /** The single exit of a pending request: deletes it, clears its timer and listener, then settles it. */
+  private settle(requestId: string, finish: (entry: Pending) => void): void {
+    const entry = this.pending.get(requestId);
+    if (entry === undefined) return;
+    this.pending.delete(requestId);
+    clearTimeout(entry.timer);
+    entry.cleanup();
+    finish(entry);
+  }
+
+  // ------------------------------------------------------------------ incoming frames
+
+  private onFrame(data: unknown): void {
+    if (typeof data !== 'string') {
+      this.settings.logger?.warn?.('ignored a binary frame from the server');
+      return;
+    }
+    let message: unknown;
+    try {
+      message = JSON.parse(data);
+    } catch (error) {
+      this.settings.logger?.warn?.('ignored a frame that is not JSON', error);
+      return;
+    }
+    // The SDK sends no batches, but a batch reply is just its replies in one frame.
+    if (Array.isArray(message)) for (const item of message) this.onMessage(item);
+    else this.onMessage(message);
+  }
+
+  private onMessage(message: unknown): void {
+    if (typeof message !== 'object' || message === null || Array.isArray(message)) {
+      this.settings.logger?.warn?.('ignored a frame that is not an object');
+      return;
+    }
+    const m = message as Record<string, unknown>;
+    const requestId = m['requestId'];
+    if (typeof requestId === 'string') {
+      // Matched by requestId only: `type` is never used to pick the waiter.
+      const entry = this.pending.get(requestId);
+      if (entry === undefined) {
+        this.settings.logger?.debug?.('ignored a reply to a request that is no longer waiting', { requestId });
+        return;
+      }
+      const reply = readReply(m);
+      if (reply instanceof KvError) this.settle(requestId, (p) => p.reject(reply));
+      else this.settle(requestId, (p) => p.resolve(reply));
+      return;
+    }
+    if (requestId === undefined) {
+      for (const listener of this.pushListeners) {
+        try {
+          listener(m);
+        } catch (error) {
+          this.settings.logger?.warn?.('a push listener threw', error);
+        }
+      }
+      return;
+    }
+    // `requestId: null`: the server could not read some frame; it cannot be tied to a request.
+    this.settings.logger?.warn?.('the server reported an uncorrelated error', m);
+  }
+}
+
+/** The reply envelope in `m`, or the error to reject with when it is not one. Unknown fields are kept. */
+function readReply(m: Record<string, unknown>): Reply | KvError {
+  if (m['success'] === true) return m as unknown as Reply;
+  if (m['success'] === false && typeof m['code'] === 'string') {
+    const error = typeof m['error'] === 'string' ? m['error'] : m['code'];
+    return { ...m, error } as unknown as FailureReply<RequestType>;
+  }
+  return new KvError('INTERNAL_ERROR', 'the server sent a malformed reply', {
+    data: m,
+    ...(typeof m['type'] === 'string' ? { type: m['type'] } : {}),
+    ...(typeof m['requestId'] === 'string' ? { requestId: m['requestId'] } : {}),
+  });
+}
+
+function abortError(signal: AbortSignal, type: string, requestId: string | undefined): KvError {
+  return new KvError('ABORTED', `${type} was aborted`, {
+    cause: signal.reason,
+    type,
+    ...(requestId !== undefined ? { requestId } : {}),
+  });
+}
+
+/** Drops a socket we no longer want, keeping an error listener on it so `ws` cannot throw. */
+function discard(socket: WebSocketLike): void {
+  socket.onopen = null;
+  socket.onmessage = null;
+  socket.onclose = null;
+  socket.onerror = () => undefined;
+  terminateSocket(socket);
+}
+
+/** Starts the closing handshake; resolves on `close`, or cuts the socket after a grace period. */
+function closeGracefully(socket: WebSocketLike): Promise<void> {
+  return new Promise<void>((resolve) => {
+    socket.onopen = null;
+    socket.onmessage = null;
+    socket.onerror = () => undefined;
+    const timer = setTimeout(() => {
+      terminateSocket(socket);
+      resolve();
+    }, CLOSE_GRACE_MS);
+    socket.onclose = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    if (socket.readyState === 3 /* CLOSED */) {
+      clearTimeout(timer);
+      resolve();
+      return;
+    }
+    try {
+      socket.close(1000, 'client closed');
+    } catch {
+      clearTimeout(timer);
+      terminateSocket(socket);
+      resolve();
+    }
+  });
+}

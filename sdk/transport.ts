@@ -1,0 +1,68 @@
+/**
+ * The part of a WebSocket the SDK uses: the browser's `WebSocket` and the `ws` package's both
+ * fit it, so a browser build can pass `globalThis.WebSocket` and never load `ws`.
+ */
+export interface WebSocketLike {
+  /** 0 connecting, 1 open, 2 closing, 3 closed (the standard values). */
+  readonly readyState: number;
+  /** Sends one text frame. */
+  send(data: string): void;
+  /** Starts the closing handshake. */
+  close(code?: number, reason?: string): void;
+  /** Fires once the socket is open. */
+  onopen: ((event: unknown) => void) | null;
+  /** Fires for every frame; `data` is a string for text frames. */
+  onmessage: ((event: { data: unknown }) => void) | null;
+  /** Fires once when the socket is closed, whatever the reason. */
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+  /** Fires on a socket error; a `close` event follows. */
+  onerror: ((event: { message?: string; error?: unknown }) => void) | null;
+}
+
+/** A constructor with the browser's `WebSocket` signature. */
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+
+/** The standard `readyState` of an open socket. */
+export const OPEN = 1;
+
+/** What the SDK needs to open one socket. */
+export interface SocketSettings {
+  url: string;
+  /** A bearer token; sent as a header with `ws`, as the `kvhub.bearer.<token>` subprotocol otherwise. */
+  token: string | undefined;
+  /** Largest frame accepted from the server (only the `ws` package can enforce it). */
+  maxPayloadBytes: number;
+}
+
+/** The subprotocol the server selects when a browser presents its token as a subprotocol. */
+export const SUBPROTOCOL = 'kvhub.v1';
+
+/**
+ * Opens a socket with `WebSocket` when one is given, else with the `ws` package, loaded on first
+ * use through a dynamic import so that a browser bundle that passes its own constructor never needs it.
+ */
+export async function openSocket(settings: SocketSettings, WebSocket: WebSocketConstructor | undefined): Promise<WebSocketLike> {
+  if (WebSocket !== undefined) {
+    const protocols = settings.token !== undefined ? [SUBPROTOCOL, `kvhub.bearer.${settings.token}`] : undefined;
+    return protocols !== undefined ? new WebSocket(settings.url, protocols) : new WebSocket(settings.url);
+  }
+  const { default: NodeWebSocket } = await import('ws');
+  const socket = new NodeWebSocket(settings.url, {
+    perMessageDeflate: false,
+    maxPayload: settings.maxPayloadBytes,
+    ...(settings.token !== undefined ? { headers: { Authorization: `Bearer ${settings.token}` } } : {}),
+  });
+  // `ws` types its event attributes with its own event classes; at run time they carry the same
+  // fields (`data` a string for text frames, `code`/`reason`, `message`/`error`) as WebSocketLike.
+  return socket as unknown as WebSocketLike;
+}
+
+/**
+ * Closes `socket` without waiting for the peer: `ws`'s `terminate()` where it exists (a plain
+ * `close()` waits up to 30 s for an unresponsive server's closing handshake), else `close()`.
+ */
+export function terminateSocket(socket: WebSocketLike): void {
+  const terminate = (socket as { terminate?: () => void }).terminate;
+  if (typeof terminate === 'function') terminate.call(socket);
+  else socket.close();
+}
