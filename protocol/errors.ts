@@ -43,10 +43,11 @@ export class ProtocolError extends Error {
 
 /**
  * A VALIDATION_ERROR about one param, shaped like the schema's own: the `error` sentence reads
- * `params.<path>: <message>` and `data.issues` holds the one issue.
+ * `params.<path>: <message>` and `data.issues` holds the one issue. A string path is dotted
+ * (`entries.3.value`), its digit parts array indexes.
  */
-export function invalidParam(path: readonly (string | number)[], message: string): ProtocolError {
-  const issuePath = path.map(String);
+export function invalidParam(path: string | readonly (string | number)[], message: string): ProtocolError {
+  const issuePath = typeof path === 'string' ? path.split('.').map((part) => (/^\d+$/.test(part) ? Number(part) : part)) : path;
   return new ProtocolError(ErrorCode.VALIDATION_ERROR, `${['params', ...issuePath].join('.')}: ${message}`, {
     issues: [{ path: issuePath, code: 'custom', message }],
   });

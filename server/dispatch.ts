@@ -134,7 +134,11 @@ function malformed(message: string): ProtocolError {
 }
 
 function validationError(error: z.ZodError): ProtocolError {
-  const issues = error.issues.map((issue) => ({ path: issue.path.map(String), code: issue.code, message: issue.message }));
+  const issues = error.issues.map((issue) => ({
+    path: issue.path.map((part) => (typeof part === 'number' ? part : String(part))),
+    code: issue.code,
+    message: issue.message,
+  }));
   const where = ['params', ...(issues[0]?.path ?? [])].join('.');
   return new ProtocolError(ErrorCode.VALIDATION_ERROR, `${where}: ${issues[0]?.message ?? 'invalid'}`, { issues });
 }

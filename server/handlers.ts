@@ -63,7 +63,7 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
     return { value: record ? record.value : null, exists: record !== null, record };
   },
   'kvStore.set': async (p, { engine, limits }) => {
-    const ttlMs = checkTtl(p.ttlMs, 'ttlMs');
+    const ttlMs = checkTtl(p.ttlMs, ['ttlMs']);
     const value = encodeValue(p.value, p.contentType, limits.maxValueBytes);
     const record = await engine.set({
       instanceId: p.instanceId,
@@ -125,7 +125,7 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
     checkBatch(p.entries.length, limits, 'entries');
     checkDistinct(p.entries.map((entry) => entry.key), (i) => ['entries', i, 'key']);
     const entries = p.entries.map((entry, i) => {
-      const ttlMs = checkTtl(entry.ttlMs, `entries.${i}.ttlMs`);
+      const ttlMs = checkTtl(entry.ttlMs, ['entries', i, 'ttlMs']);
       const value = encodeValue(entry.value, entry.contentType, limits.maxValueBytes, `entries.${i}.value`);
       return { key: entry.key, value, ...(ttlMs !== undefined && { ttlMs }) };
     });
@@ -163,7 +163,7 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
     return p.keysOnly ? { keys: items as string[], cursor } : { records: items as KvRecord[], cursor };
   },
   'kvStore.incr': async (p, { engine }) => {
-    const ttlMs = checkTtl(p.ttlMs, 'ttlMs');
+    const ttlMs = checkTtl(p.ttlMs, ['ttlMs']);
     const record = await engine.incr({
       instanceId: p.instanceId,
       namespace: p.namespace,
@@ -175,7 +175,7 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
     return { value: record.value as number, record };
   },
   'kvStore.expire': async (p, { engine }) => {
-    const ttlMs = p.ttlMs === null ? null : checkTtl(p.ttlMs, 'ttlMs')!;
+    const ttlMs = p.ttlMs === null ? null : checkTtl(p.ttlMs, ['ttlMs'])!;
     return { updated: await engine.expire(p.instanceId, p.namespace, p.key, ttlMs) };
   },
   'kvStore.ttl': async (p, { engine }) => engine.ttl(p.instanceId, p.namespace, p.key),
@@ -190,7 +190,7 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
     let replyBytes = 0;
     const ops = p.ops.map((op, i): AtomicOpInput => {
       if (op.op === 'delete') return op;
-      const ttlMs = checkTtl(op.ttlMs, `ops.${i}.ttlMs`);
+      const ttlMs = checkTtl(op.ttlMs, ['ops', i, 'ttlMs']);
       const ttl = ttlMs !== undefined ? { ttlMs } : {};
       if (op.op === 'incr') {
         replyBytes += recordSizeBound(p.instanceId, op.namespace, op.key, { contentType: 'application/json', json: '0'.repeat(32) });
@@ -212,10 +212,10 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
 };
 
 /** The TTL as given, or INVALID_TTL when it is a number outside the contract's range. */
-function checkTtl(ttlMs: number | undefined, path: string): number | undefined {
+function checkTtl(ttlMs: number | undefined, path: (string | number)[]): number | undefined {
   if (ttlMs === undefined || isValidTtl(ttlMs)) return ttlMs;
-  throw new ProtocolError(ErrorCode.INVALID_TTL, `${path} must be an integer from 1 to ${MAX_TTL_MS} milliseconds`, {
-    path: path.split('.'),
+  throw new ProtocolError(ErrorCode.INVALID_TTL, `params.${path.join('.')} must be an integer from 1 to ${MAX_TTL_MS} milliseconds`, {
+    path,
     maxTtlMs: MAX_TTL_MS,
   });
 }

@@ -21,7 +21,7 @@ export function encodeValue(value: unknown, contentType: string | undefined, max
     return { contentType: JSON_CONTENT_TYPE, json };
   }
   if (typeof value !== 'string' || !BASE64.test(value)) {
-    throw validation(where, `a binary ${where} (contentType '${contentType}') must be a base64 string`);
+    throw invalidParam(where, `a binary value (contentType '${contentType}') must be a base64 string`);
   }
   const bytes = Buffer.from(value, 'base64');
   if (bytes.byteLength > maxValueBytes) {
@@ -45,27 +45,23 @@ function assertStorableJson(value: unknown, where: string): void {
   while (stack.length > 0) {
     const [node, depth] = stack.pop()!;
     if (typeof node === 'string') {
-      if (!node.isWellFormed()) throw validation(where, `${where} contains a string with a lone surrogate`);
+      if (!node.isWellFormed()) throw invalidParam(where, 'contains a string with a lone surrogate');
       continue;
     }
     if (typeof node === 'number') {
-      if (!Number.isFinite(node)) throw validation(where, `${where} contains a number JSON cannot represent`);
+      if (!Number.isFinite(node)) throw invalidParam(where, 'contains a number JSON cannot represent');
       continue;
     }
     if (node === null || typeof node === 'boolean') continue;
-    if (typeof node !== 'object') throw validation(where, `${where} is not a JSON value`);
-    if (depth > MAX_VALUE_DEPTH) throw validation(where, `${where} is nested deeper than ${MAX_VALUE_DEPTH} levels`);
+    if (typeof node !== 'object') throw invalidParam(where, 'is not a JSON value');
+    if (depth > MAX_VALUE_DEPTH) throw invalidParam(where, `is nested deeper than ${MAX_VALUE_DEPTH} levels`);
     if (Array.isArray(node)) {
       for (const item of node) stack.push([item, depth + 1]);
     } else {
       for (const [name, item] of Object.entries(node)) {
-        if (!name.isWellFormed()) throw validation(where, `${where} contains a property name with a lone surrogate`);
+        if (!name.isWellFormed()) throw invalidParam(where, 'contains a property name with a lone surrogate');
         stack.push([item, depth + 1]);
       }
     }
   }
-}
-
-function validation(path: string, message: string): ProtocolError {
-  return invalidParam(path.split('.'), message);
 }

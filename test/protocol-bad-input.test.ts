@@ -71,6 +71,7 @@ describe('params', () => {
     ['idempotencyKey (not in this release)', { ...base, idempotencyKey: 'abc' }],
     ['a wrong type', { ...base, key: 5 }],
     ['params that are not an object', 'nope'],
+    ['null params', null],
     ['params as an array', [base]],
     ['an empty key', { ...base, key: '' }],
     ['a key over 1024 UTF-8 bytes', { ...base, key: 'é'.repeat(513) }],
@@ -87,6 +88,15 @@ describe('params', () => {
     expect(reply).toMatchObject({ success: false, code: 'VALIDATION_ERROR' });
     expect(reply.data.issues.length).toBeGreaterThan(0);
     expect(reply.error).toEqual(expect.any(String));
+  });
+
+  it('issue paths name array indexes as numbers, also for checks after the schema', async () => {
+    const entries = [{ key: 'a', value: 1 }, { key: 'b', value: 'x\ud800' }];
+    const reply = await client.request({ type: 'kvStore.setMany', requestId: rid(), params: { instanceId: 'i', namespace: 'n', entries } });
+    expect(reply).toMatchObject({ code: 'VALIDATION_ERROR', data: { issues: [{ path: ['entries', 1, 'value'], code: 'custom' }] } });
+    expect(reply.error).toMatch(/^params\.entries\.1\.value: /);
+    const schema = await client.request({ type: 'kvStore.setMany', requestId: rid(), params: { instanceId: 'i', namespace: 'n', entries: [{ key: 5, value: 1 }] } });
+    expect(schema.data.issues[0].path).toEqual(['entries', 0, 'key']);
   });
 
   it('a key of exactly 1024 UTF-8 bytes and a value nested 100 levels are accepted', async () => {
@@ -135,6 +145,22 @@ describe('WebSocket-level limits', () => {
     victim.socket.send(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]), { binary: false });
     expect((await victim.closed()).code).toBe(1007);
     await stillServes();
+  });
+
+  it('a client that sends but never reads is closed with 1013 once its unread replies pass the cap', async () => {
+    const slow = await startTestServer({ maxBufferedBytes: 1024 * 1024 });
+    try {
+      const reader = await connectRaw(slow.url);
+      const at = { instanceId: 'unread', namespace: 'n', key: 'big' };
+      expect(await reader.request({ type: 'kvStore.set', requestId: rid(), params: { ...at, value: 'z'.repeat(200_000), autoCreateInstance: true } })).toMatchObject({ success: true });
+      reader.socket.pause();
+      for (let i = 0; i < 300; i++) reader.send({ type: 'kvStore.get', requestId: rid(), params: at });
+      const closed = reader.closed();
+      reader.socket.resume();
+      expect(await closed).toEqual({ code: 1013, reason: 'too many unread replies' });
+    } finally {
+      await slow.close();
+    }
   });
 
   it('many bad frames in a row leave the server healthy', async () => {

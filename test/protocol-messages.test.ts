@@ -344,7 +344,12 @@ describe('query', () => {
   it('compares times as times', async () => {
     const past = await query({ where: [{ field: 'createdAt', operator: 'gt', value: '2000-01-01T00:00:00Z' }] });
     expect(past.total).toBe(4);
-    await fails('kvStore.query', { query: { from: { instance: id }, where: [{ field: 'createdAt', operator: 'gt', value: 'yesterday' }] } }, 'VALIDATION_ERROR');
+    for (const value of ['yesterday', '2026-01-01T00:00:00', '2026-01-01']) {
+      // A time without a zone would be read in the server's zone: refused rather than guessed.
+      await fails('kvStore.query', { query: { from: { instance: id }, where: [{ field: 'createdAt', operator: 'gt', value }] } }, 'VALIDATION_ERROR');
+    }
+    const future = await query({ where: [{ field: 'updatedAt', operator: 'gte', value: '2999-01-01T00:00:00.000+02:00' }] });
+    expect(future.total).toBe(0);
   });
   it.each([
     [{ where: [{ field: 'value; DROP TABLE records', operator: 'eq', value: 1 }] }],
