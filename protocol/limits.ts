@@ -13,6 +13,8 @@ export const MAX_LIST_LIMIT = 1000;
 export const DEFAULT_LIST_LIMIT = 100;
 export const MAX_QUERY_LIMIT = 1000;
 export const DEFAULT_QUERY_LIMIT = 100;
+/** Most `where` conditions in one query. */
+export const MAX_QUERY_CONDITIONS = 100;
 
 /** Defaults of the configurable limits. */
 export const DEFAULT_LIMITS = {

@@ -4,6 +4,7 @@ import {
   MAX_KEY_BYTES,
   MAX_LIST_LIMIT,
   MAX_NAMESPACE_LENGTH,
+  MAX_QUERY_CONDITIONS,
   MAX_QUERY_LIMIT,
   MAX_REQUEST_ID_LENGTH,
   utf8Length,
@@ -83,8 +84,8 @@ export const QueryField = z
 
 export const Query = z.strictObject({
   from: z.strictObject({ instance: InstanceId, namespace: Namespace.optional() }),
-  where: z.array(z.strictObject({ field: QueryField, operator: QueryOperator, value: Value })).optional(),
-  select: z.array(RecordField).min(1).optional(),
+  where: z.array(z.strictObject({ field: QueryField, operator: QueryOperator, value: Value })).max(MAX_QUERY_CONDITIONS).optional(),
+  select: z.array(RecordField).min(1).max(RecordField.options.length).optional(),
   orderBy: z.strictObject({ field: QueryField, direction: z.enum(['asc', 'desc']).optional() }).optional(),
   limit: z.number().int().min(0).max(MAX_QUERY_LIMIT).optional(),
   offset: z.number().int().nonnegative().optional(),
@@ -295,6 +296,16 @@ export const messages = {
     data: z.object({ committed: z.literal(true), revision: z.number().int(), records: z.array(KvRecord.nullable()) }),
   },
 } as const;
+
+/**
+ * The array params that hold one item per key, entry, op or check: at most the server's
+ * `maxBatch` items each (more is LIMIT_EXCEEDED, checked before the rest of the params).
+ */
+export const batchParams: { readonly [T in RequestType]?: readonly (keyof Params<T> & string)[] } = {
+  'kvStore.getMany': ['keys'],
+  'kvStore.setMany': ['entries'],
+  'kvStore.atomic': ['ops', 'checks'],
+};
 
 /** Every request `type` the server answers. */
 export type RequestType = keyof typeof messages;

@@ -119,7 +119,8 @@ export class KvClient {
   /**
    * Sends any request and resolves with its reply envelope, typed from the protocol. A request
    * made while disconnected waits for the connection (within its timeout). Rejects with a
-   * `KvError` only for local failures: TIMEOUT, ABORTED, CONNECTION_CLOSED, NOT_CONNECTED.
+   * `KvError` only for local failures: TIMEOUT, ABORTED, CONNECTION_CLOSED, NOT_CONNECTED, and
+   * LIMIT_EXCEEDED for a request larger than the server's `limits.maxPayloadBytes` (never sent).
    */
   request<T extends RequestType>(type: T, ...args: ParamsArgs<T>): Promise<Reply<T>> {
     const [params, options] = args;

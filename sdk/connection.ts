@@ -1,5 +1,5 @@
 import type { FailureReply, Reply, ReplyData, RequestType } from '../protocol/index.js';
-import { PROTOCOL_VERSION } from '../protocol/limits.js';
+import { PROTOCOL_VERSION, utf8Length } from '../protocol/limits.js';
 import { backoffDelay, type ResolvedReconnectOptions } from './backoff.js';
 import { KvError } from './errors.js';
 import { OPEN, openSocket, terminateSocket, type WebSocketConstructor, type WebSocketLike } from './transport.js';
@@ -162,7 +162,9 @@ export class Connection {
   /**
    * Sends one request and resolves with its reply envelope — a `success: false` reply included.
    * Rejects with a {@link KvError} only for local failures: TIMEOUT, ABORTED, CONNECTION_CLOSED,
-   * NOT_CONNECTED, or params that are not JSON.
+   * NOT_CONNECTED, params that are not JSON (VALIDATION_ERROR), or a frame larger than the
+   * server's `limits.maxPayloadBytes` (LIMIT_EXCEEDED, refused before sending so that the server
+   * does not close the connection under the other requests in flight).
    */
   request<T extends RequestType>(type: T, params: unknown, options: RequestOptions = {}): Promise<Reply<T>> {
     if (this.current === 'closed') {
@@ -268,7 +270,7 @@ export class Connection {
     this.ready.resolve(info);
     this.settings.logger?.debug?.('ready', { serverVersion: info.serverVersion });
     // Requests made while disconnected go out now, in the order they were made.
-    for (const entry of this.pending.values()) if (!entry.sent) this.transmit(entry);
+    for (const [requestId, entry] of this.pending) if (!entry.sent) this.transmit(entry, requestId);
   }
 
   /** The socket is gone (or never came): fail what was sent, then reconnect or give up. */
@@ -354,20 +356,51 @@ export class Connection {
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       this.pending.set(requestId, entry);
-      if (immediate || this.current === 'ready') this.transmit(entry);
+      if (immediate || this.current === 'ready') this.transmit(entry, requestId);
     });
   }
 
-  private transmit(entry: Pending): void {
+  private transmit(entry: Pending, requestId: string): void {
     const socket = this.socket;
     // Not open (yet): it stays queued and goes out on the next `becomeReady`.
     if (socket === undefined || socket.readyState !== OPEN) return;
+    // The server closes the whole connection (1009) on a frame above its limit, failing every
+    // other request in flight with CONNECTION_CLOSED; refuse this one alone, before it goes out.
+    const tooLarge = this.oversize(entry.frame);
+    if (tooLarge !== undefined) {
+      this.settle(requestId, (p) =>
+        p.reject(
+          new KvError('LIMIT_EXCEEDED', `the request is ${tooLarge.bytes} bytes; the server accepts frames of at most ${tooLarge.maxPayloadBytes} bytes`, {
+            data: tooLarge,
+            type: p.type,
+            requestId,
+          }),
+        ),
+      );
+      return;
+    }
     try {
       socket.send(entry.frame);
       entry.sent = true;
     } catch (error) {
       this.settings.logger?.warn?.('send failed', error);
     }
+  }
+
+  /**
+   * The frame's size in UTF-8 bytes and the server's limit, when the frame is above the
+   * `maxPayloadBytes` of the server's hello; undefined when it fits or no limit is known yet
+   * (before the hello reply, which is how the hello itself goes out unchecked).
+   */
+  private oversize(frame: string): { bytes: number; maxPayloadBytes: number } | undefined {
+    // Read defensively: the hello reply is not validated, and a server may omit its limits.
+    const limits = (this.info as { limits?: { maxPayloadBytes?: unknown } } | undefined)?.limits;
+    const maxPayloadBytes = limits?.maxPayloadBytes;
+    if (typeof maxPayloadBytes !== 'number') return undefined;
+    // A UTF-16 code unit takes 1 to 3 UTF-8 bytes, so most frames are decided without counting.
+    if (frame.length * 3 <= maxPayloadBytes) return undefined;
+    const bytes = utf8Length(frame);
+    return bytes > maxPayloadBytes ? { bytes, maxPayloadBytes } : undefined;
   }
 
   /** The single exit of a pending request: deletes it, clears its timer and listener, then settles it. */

@@ -67,8 +67,10 @@ function defined<T extends object>(obj: T): T {
  *
  * Every method resolves with the reply envelope `{ type, requestId, success, data | code+error,
  * timestamp }`: a `success: false` reply is returned, not thrown. Only local failures reject, with
- * a `KvError` (TIMEOUT, ABORTED, CONNECTION_CLOSED, NOT_CONNECTED). Codebolt-style methods take an
- * optional trailing options object for kvhub's extra params and for `signal`/`timeoutMs`.
+ * a `KvError` (TIMEOUT, ABORTED, CONNECTION_CLOSED, NOT_CONNECTED; LIMIT_EXCEEDED for a request
+ * larger than the server's `limits.maxPayloadBytes`, refused before sending). Codebolt-style
+ * methods take an optional trailing options object for kvhub's extra params and for
+ * `signal`/`timeoutMs`.
  *
  * Values: a `Uint8Array` given to `set`, `setMany` or an atomic `set` op is sent as base64 with a
  * binary content type. Replies are returned as they came: a binary value reads back as base64

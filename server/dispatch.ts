@@ -7,6 +7,7 @@ import {
   messages,
   MAX_REQUEST_ID_LENGTH,
   ProtocolError,
+  batchParams,
   type RequestType,
 } from '../protocol/index.js';
 import { handlers, type HandlerContext } from './handlers.js';
@@ -29,9 +30,7 @@ export async function answerFrame(text: string, ctx: DispatchContext, logger: Lo
   } catch {
     return JSON.stringify(failure({ type: ERROR_REPLY_TYPE, requestId: null }, malformed('the frame is not valid JSON')));
   }
-  if (!Array.isArray(frame)) {
-    return JSON.stringify(await answerRequest(frame, ctx, ctx.limits.maxPayloadBytes - ENVELOPE_RESERVE_BYTES, logger));
-  }
+  if (!Array.isArray(frame)) return answerRequest(frame, ctx, ctx.limits.maxPayloadBytes - ENVELOPE_RESERVE_BYTES, logger);
   if (frame.length === 0) {
     return JSON.stringify(failure({ type: ERROR_REPLY_TYPE, requestId: null }, malformed('a batch holds at least one request')));
   }
@@ -61,25 +60,36 @@ async function answerBatch(requests: unknown[], ctx: DispatchContext, logger: Lo
   let remaining = ctx.limits.maxPayloadBytes - ENVELOPE_RESERVE_BYTES;
   const parts: string[] = [];
   for (const request of requests) {
-    const reply =
+    const part =
       remaining >= elementReserve
         ? await answerRequest(request, ctx, remaining - ENVELOPE_RESERVE_BYTES, logger)
-        : failure(
-            headOf(request),
-            new ProtocolError(ErrorCode.LIMIT_EXCEEDED, 'not run: the batch reply would exceed the frame size limit', {
-              maxPayloadBytes: ctx.limits.maxPayloadBytes,
-            }),
+        : JSON.stringify(
+            failure(
+              headOf(request),
+              new ProtocolError(ErrorCode.LIMIT_EXCEEDED, 'not run: the batch reply would exceed the frame size limit', {
+                maxPayloadBytes: ctx.limits.maxPayloadBytes,
+              }),
+            ),
           );
-    const part = JSON.stringify(reply);
     remaining -= Buffer.byteLength(part) + 1;
     parts.push(part);
   }
   return `[${parts.join(',')}]`;
 }
 
-/** Exactly one reply object for one request, whatever it holds. */
-async function answerRequest(request: unknown, ctx: DispatchContext, replyBudget: number, logger: Logger): Promise<object> {
+/** Exactly one serialized reply for one request, whatever it holds. */
+async function answerRequest(request: unknown, ctx: DispatchContext, replyBudget: number, logger: Logger): Promise<string> {
   const head = headOf(request);
+  const reply = await replyTo(request, head, ctx, replyBudget, logger);
+  try {
+    return JSON.stringify(reply);
+  } catch (error) {
+    logger.error('a reply could not be serialized', { ...head, ...describeError(error) });
+    return JSON.stringify(failure(head, new ProtocolError(ErrorCode.INTERNAL_ERROR, 'the server failed to encode its reply')));
+  }
+}
+
+async function replyTo(request: unknown, head: ReplyHead, ctx: DispatchContext, replyBudget: number, logger: Logger): Promise<object> {
   if (head.requestId === null) {
     return failure(head, malformed('a request is an object with a string type and a requestId of 1 to 128 characters'));
   }
@@ -89,6 +99,8 @@ async function answerRequest(request: unknown, ctx: DispatchContext, replyBudget
   const type: RequestType = head.type;
   // Omitted params mean none; null or any other non-object is a validation error.
   const { params: rawParams = {} } = request as { params?: unknown };
+  const oversized = oversizedBatchParam(type, rawParams, ctx.limits.maxBatch);
+  if (oversized !== undefined) return failure(head, oversized);
   const parsed = (messages[type].params as z.ZodType).safeParse(rawParams);
   if (!parsed.success) return failure(head, validationError(parsed.error));
   try {
@@ -129,15 +141,36 @@ function failure(head: ReplyHead, error: ProtocolError): object {
   };
 }
 
+/**
+ * LIMIT_EXCEEDED for a batch param above maxBatch, found before the schema walks it: a hostile
+ * frame with millions of bad keys must not produce millions of validation issues.
+ */
+function oversizedBatchParam(type: RequestType, params: unknown, maxBatch: number): ProtocolError | undefined {
+  if (typeof params !== 'object' || params === null) return undefined;
+  for (const name of batchParams[type] ?? []) {
+    const items: unknown = (params as Record<string, unknown>)[name];
+    if (Array.isArray(items) && items.length > maxBatch) {
+      return new ProtocolError(ErrorCode.LIMIT_EXCEEDED, `params.${name} holds ${items.length} items; at most ${maxBatch} are allowed`, {
+        maxBatch,
+      });
+    }
+  }
+  return undefined;
+}
+
 function malformed(message: string): ProtocolError {
   return new ProtocolError(ErrorCode.MALFORMED_MESSAGE, message);
 }
 
+/** Issues reported per reply, and characters per issue message: a reply stays small whatever was sent. */
+const MAX_ISSUES = 20;
+const MAX_ISSUE_MESSAGE = 300;
+
 function validationError(error: z.ZodError): ProtocolError {
-  const issues = error.issues.map((issue) => ({
+  const issues = error.issues.slice(0, MAX_ISSUES).map((issue) => ({
     path: issue.path.map((part) => (typeof part === 'number' ? part : String(part))),
     code: issue.code,
-    message: issue.message,
+    message: issue.message.length > MAX_ISSUE_MESSAGE ? `${issue.message.slice(0, MAX_ISSUE_MESSAGE)}…` : issue.message,
   }));
   const where = ['params', ...(issues[0]?.path ?? [])].join('.');
   return new ProtocolError(ErrorCode.VALIDATION_ERROR, `${where}: ${issues[0]?.message ?? 'invalid'}`, { issues });

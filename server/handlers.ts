@@ -83,9 +83,9 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
   'kvStore.deleteNamespace': async (p, { engine }) => ({
     deletedCount: await engine.deleteNamespace(p.instanceId, p.namespace),
   }),
-  'kvStore.query': async (p, { engine, replyBudget }) => {
-    const input = toQueryInput(p.query);
-    const { records, total } = await engine.query(input);
+  'kvStore.query': async (p, { engine, limits, replyBudget }) => {
+    const input = toQueryInput(p.query, limits.maxValueBytes);
+    const { records, total } = await engine.query({ ...input, maxBytes: replyBudget });
     const select = p.query.select;
     const projected = select ? records.map((record) => pick(record, select)) : records;
     return { result: { records: fitToBudget(projected, replyBudget), total, limit: input.limit, offset: input.offset } };
@@ -111,9 +111,8 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
   },
   'kvStore.ping': async () => ({ pong: true }),
   'kvStore.stats': async (p, { engine }) => engine.stats(p.instanceId),
-  'kvStore.getMany': async (p, { engine, limits, replyBudget }) => {
-    checkBatch(p.keys.length, limits, 'keys');
-    const records = await engine.getMany(p.instanceId, p.namespace, p.keys);
+  'kvStore.getMany': async (p, { engine, replyBudget }) => {
+    const records = await engine.getMany(p.instanceId, p.namespace, p.keys, replyBudget);
     const items = p.keys.map((key, i) => {
       const record = records[i] ?? null;
       return { key, exists: record !== null, value: record ? record.value : null, record };
@@ -122,7 +121,6 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
     return { items };
   },
   'kvStore.setMany': async (p, { engine, limits, replyBudget }) => {
-    checkBatch(p.entries.length, limits, 'entries');
     checkDistinct(p.entries.map((entry) => entry.key), (i) => ['entries', i, 'key']);
     const entries = p.entries.map((entry, i) => {
       const ttlMs = checkTtl(entry.ttlMs, ['entries', i, 'ttlMs']);
@@ -149,6 +147,7 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
       instanceId: p.instanceId,
       namespace: p.namespace,
       limit,
+      maxBytes: replyBudget,
       ...(p.prefix !== undefined && p.prefix !== '' && { prefix: p.prefix }),
       ...(after !== undefined && { after }),
       ...(p.reverse !== undefined && { reverse: p.reverse }),
@@ -181,8 +180,6 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
   'kvStore.ttl': async (p, { engine }) => engine.ttl(p.instanceId, p.namespace, p.key),
   'kvStore.atomic': async (p, { engine, limits, replyBudget }) => {
     const checks = p.checks ?? [];
-    checkBatch(p.ops.length, limits, 'ops');
-    checkBatch(checks.length, limits, 'checks');
     checkDistinct(
       p.ops.map((op) => JSON.stringify([op.namespace, op.key])),
       (i) => ['ops', i, 'key'],
@@ -218,14 +215,6 @@ function checkTtl(ttlMs: number | undefined, path: (string | number)[]): number 
     path,
     maxTtlMs: MAX_TTL_MS,
   });
-}
-
-function checkBatch(count: number, limits: Limits, what: string): void {
-  if (count > limits.maxBatch) {
-    throw new ProtocolError(ErrorCode.LIMIT_EXCEEDED, `${what} holds ${count} items; at most ${limits.maxBatch} are allowed`, {
-      maxBatch: limits.maxBatch,
-    });
-  }
 }
 
 function checkDistinct(keys: string[], pathOf: (index: number) => (string | number)[]): void {

@@ -5,18 +5,22 @@ import {
   type QueryOperator,
 } from '../protocol/index.js';
 import type { QueryCondition, QueryInput, QueryTarget } from './storage/engine.js';
+import { encodeValue } from './values.js';
 
+const UNQUOTABLE = /["\\\u0000-\u001f\u007f]/;
 const STRING_ONLY: ReadonlySet<QueryOperator> = new Set(['contains', 'startsWith', 'endsWith']);
 const ORDERING: ReadonlySet<QueryOperator> = new Set(['gt', 'gte', 'lt', 'lte']);
 
 /**
  * Turns a wire query into an engine query, rejecting operands an operator cannot use. Fields
- * and operators are already allow-listed by the protocol schema; this adds the typing rules.
+ * and operators are already allow-listed by the protocol schema; this adds the typing rules,
+ * and holds operands to the rules of stored values (depth, size, well-formed strings).
  */
-export function toQueryInput(query: Query): QueryInput {
+export function toQueryInput(query: Query, maxValueBytes: number): QueryInput {
   const where = (query.where ?? []).map((condition, index): QueryCondition => {
     const at = ['query', 'where', index, 'value'];
     const target = toTarget(condition.field, ['query', 'where', index, 'field']);
+    encodeValue(condition.value, undefined, maxValueBytes, at.join('.'));
     return { target, operator: condition.operator, operand: checkOperand(target, condition.operator, condition.value, at) };
   });
   const orderBy = query.orderBy
@@ -36,8 +40,10 @@ function toTarget(field: string, path: (string | number)[]): QueryTarget {
   if (field === 'value') return { kind: 'value', path: [] };
   if (field.startsWith('value.')) {
     const segments = field.slice('value.'.length).split('.');
-    // Segments are quoted inside the JSON path SQLite reads; a quote cannot be expressed there.
-    if (segments.some((segment) => segment.includes('"'))) throw invalid(path, 'a value path segment cannot contain "');
+    // Segments are quoted inside the JSON path SQLite reads, which has no escapes for these.
+    if (segments.some((segment) => UNQUOTABLE.test(segment))) {
+      throw invalid(path, 'a value path segment cannot contain ", \\ or control characters');
+    }
     return { kind: 'value', path: segments };
   }
   return { kind: 'column', column: field as Extract<QueryTarget, { kind: 'column' }>['column'] };

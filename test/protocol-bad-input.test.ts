@@ -131,6 +131,52 @@ describe('params', () => {
   });
 });
 
+describe('hostile sizes and shapes', () => {
+  const small = (reply: unknown) => expect(Buffer.byteLength(JSON.stringify(reply))).toBeLessThan(16 * 1024);
+
+  it('an array param far above maxBatch is LIMIT_EXCEEDED before its items are read', async () => {
+    const keys = Array.from({ length: 200_000 }, (_, i) => i); // not even strings
+    const reply = await client.request({ type: 'kvStore.getMany', requestId: rid(), params: { instanceId: 'i', namespace: 'n', keys } });
+    expect(reply).toMatchObject({ success: false, code: 'LIMIT_EXCEEDED', data: { maxBatch: 1000 } });
+    small(reply);
+    const ops = Array.from({ length: 5000 }, () => ({ op: 'explode' }));
+    expect(await client.request({ type: 'kvStore.atomic', requestId: rid(), params: { instanceId: 'i', ops } })).toMatchObject({ code: 'LIMIT_EXCEEDED' });
+    await stillServes();
+  });
+
+  it('thousands of bad items or unknown params give a short VALIDATION_ERROR', async () => {
+    const entries = Array.from({ length: 1000 }, () => ({ nope: true }));
+    const many = await client.request({ type: 'kvStore.setMany', requestId: rid(), params: { instanceId: 'i', namespace: 'n', entries } });
+    expect(many).toMatchObject({ code: 'VALIDATION_ERROR' });
+    expect(many.data.issues.length).toBeLessThanOrEqual(20);
+    small(many);
+    const params: Record<string, number> = { instanceId: 1 } as never;
+    for (let i = 0; i < 50_000; i++) params[`unknown${i}`] = i;
+    const unknown = await client.request({ type: 'kvStore.ping', requestId: rid(), params });
+    expect(unknown).toMatchObject({ code: 'VALIDATION_ERROR' });
+    small(unknown);
+  });
+
+  it.each([
+    ['an operand nested 101 levels', { field: 'value', operator: 'eq', value: nest(101) }],
+    ['an operand nested 200,000 levels', { field: 'value', operator: 'eq', value: '__DEEP__' }],
+    ['an operand with a lone surrogate', { field: 'value', operator: 'eq', value: 'a\udc00' }],
+    ['a path segment ending in a backslash', { field: 'value.a\\', operator: 'eq', value: 1 }],
+    ['a path segment with a control character', { field: 'value.a\u0000b', operator: 'eq', value: 1 }],
+  ])('a query with %s is VALIDATION_ERROR', async (_name, condition) => {
+    const query = { from: { instance: 'bad-input' }, where: [condition] };
+    // Built by hand: JSON.stringify of 200,000 levels would overflow the test's own stack.
+    const text = JSON.stringify({ type: 'kvStore.query', requestId: 'q', params: { query } }).replace('"__DEEP__"', '['.repeat(200_000) + ']'.repeat(200_000));
+    client.send(text);
+    expect(await client.next()).toMatchObject({ requestId: 'q', success: false, code: 'VALIDATION_ERROR' });
+  });
+
+  it('a query with more than 100 conditions is VALIDATION_ERROR', async () => {
+    const where = Array.from({ length: 101 }, () => ({ field: 'key', operator: 'eq', value: 'k' }));
+    expect(await client.request({ type: 'kvStore.query', requestId: rid(), params: { query: { from: { instance: 'bad-input' }, where } } })).toMatchObject({ code: 'VALIDATION_ERROR' });
+  });
+});
+
 describe('WebSocket-level limits', () => {
   it('a frame above maxPayloadBytes closes the connection with 1009; other connections are unaffected', async () => {
     const victim = await connectRaw(server.url);

@@ -180,6 +180,67 @@ describe('against a real server', () => {
   });
 });
 
+// ---------------------------------------------------------------- frame size
+
+describe('requests larger than the server accepts', () => {
+  const maxPayloadBytes = 256 * 1024;
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startTestServer({ durability: 'normal', limits: { maxPayloadBytes, maxValueBytes: 64 * 1024 } });
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('a frame above limits.maxPayloadBytes rejects LIMIT_EXCEEDED locally; the connection and concurrent requests survive', async () => {
+    const c = client({ url: server.url });
+    const ready = c.waitForReady();
+    expect((await ready).limits.maxPayloadBytes).toBe(maxPayloadBytes);
+
+    // Sent without awaiting: it is in flight while the big one is refused. Had the big frame gone
+    // out, the server would close with 1009 and this one would fail with CONNECTION_CLOSED.
+    const normal = c.kvStore.set('big', 'ns', 'small', { ok: true }, true);
+    const big = c.kvStore.set('big', 'ns', 'large', 'x'.repeat(300 * 1024), true);
+    await expect(big).rejects.toMatchObject({
+      code: 'LIMIT_EXCEEDED',
+      type: 'kvStore.set',
+      message: expect.stringMatching(/^the request is \d+ bytes; the server accepts frames of at most 262144 bytes$/),
+      data: { bytes: expect.any(Number), maxPayloadBytes },
+    });
+    await expect(big).rejects.toBeInstanceOf(KvError);
+    await expect(normal).resolves.toMatchObject({ success: true });
+
+    expect(pendingCount(c)).toBe(0);
+    expect(c.state).toBe('ready');
+    expect(c.waitForReady()).toBe(ready); // replaced on any drop: the same promise means the same connection
+    await expect(c.kvStore.get('big', 'ns', 'small')).resolves.toMatchObject({ success: true, data: { value: { ok: true } } });
+  });
+
+  it('measures the frame in UTF-8 bytes, not UTF-16 code units', async () => {
+    const c = client({ url: server.url });
+    await c.waitForReady();
+    // 100 000 code units, 300 000 bytes: under the limit by .length, over it on the wire.
+    const euros = '\u20ac'.repeat(100_000);
+    await expect(c.kvStore.set('big', 'ns', 'euros', euros, true)).rejects.toMatchObject({
+      code: 'LIMIT_EXCEEDED',
+      data: { bytes: expect.toSatisfy((n: number) => n > 300_000 && n < 300_200), maxPayloadBytes },
+    });
+    expect(pendingCount(c)).toBe(0);
+    expect(c.state).toBe('ready');
+  });
+
+  it('a request queued before the hello is checked when it is flushed', async () => {
+    const c = client({ url: server.url });
+    expect(c.state).toBe('connecting');
+    const big = c.kvStore.set('big', 'ns', 'queued', 'x'.repeat(300 * 1024), true);
+    const small = c.kvStore.ping();
+    await expect(big).rejects.toMatchObject({ code: 'LIMIT_EXCEEDED' });
+    await expect(small).resolves.toMatchObject({ success: true });
+    expect(pendingCount(c)).toBe(0);
+    expect(c.state).toBe('ready');
+  });
+});
+
 // ---------------------------------------------------------------- timeouts, abort, close
 
 describe('local failures', () => {
@@ -434,5 +495,15 @@ describe('reconnect', () => {
       [100, 200, 400, 800, 1000, 1000].map((d) => expect.closeTo(d, 2)),
     );
     expect(DEFAULT_RECONNECT).toEqual({ initialDelayMs: 100, maxDelayMs: 5000 });
+    // Whatever the random draw, the delay stays in [capped / 2, capped].
+    for (const r of [0, 0.25, 0.5, 0.75, 0.999999]) {
+      for (const n of [0, 1, 2, 3, 4, 10]) {
+        const capped = Math.min(1000, 100 * 2 ** n);
+        const delay = backoffDelay(n, opts, () => r);
+        expect(delay).toBe(capped / 2 + r * (capped / 2));
+        expect(delay).toBeGreaterThanOrEqual(capped / 2);
+        expect(delay).toBeLessThanOrEqual(capped);
+      }
+    }
   });
 });

@@ -104,6 +104,16 @@ export function runStorageContract(
         expect((await engine.get('keep', 'ns', 'a'))?.value).toBe(1);
       });
 
+      it('deleteInstance records the expiry of keys it finds expired before its own revision', async () => {
+        await set('a', 1);
+        await set('short', 2, { ttlMs: 5 });
+        advance(5);
+        const before = await engine.currentRevision();
+        await engine.deleteInstance('i1');
+        expect(await engine.currentRevision()).toBe(before + 2);
+        expect((await engine.stats()).expiredPending).toBe(0);
+      });
+
       it('deleteInstance of a missing instance is INSTANCE_NOT_FOUND and takes no revision', async () => {
         await expect(engine.deleteInstance('nope')).rejects.toMatchObject({ code: 'INSTANCE_NOT_FOUND' });
         expect(await engine.currentRevision()).toBe(0);
@@ -345,7 +355,7 @@ export function runStorageContract(
     });
 
     describe('deleteNamespace', () => {
-      it('deletes the live keys of one namespace with one revision and returns their count', async () => {
+      it('deletes the live keys of one namespace with one revision, after recording expired keys, and returns their count', async () => {
         await set('a', 1);
         await set('b', 2);
         await set('c', 3, { ttlMs: 5 });
@@ -353,19 +363,23 @@ export function runStorageContract(
         advance(5);
         const before = await engine.currentRevision();
         expect(await engine.deleteNamespace('i1', 'ns')).toBe(2);
-        expect(await engine.currentRevision()).toBe(before + 1);
+        // One revision for the expiry of 'c' the delete found, then one for the namespace.
+        expect(await engine.currentRevision()).toBe(before + 2);
+        expect((await engine.stats('i1')).expiredPending).toBe(0);
         expect(await engine.count('i1', 'ns')).toBe(0);
         expect((await get('a', 'keep'))?.value).toBe(1);
         expect(await engine.getNamespaces('i1')).toEqual(['keep']);
       });
 
-      it('returns 0 and takes no revision when nothing is deleted', async () => {
+      it('returns 0 and takes no revision of its own when nothing live is deleted', async () => {
         await set('gone', 1, { ttlMs: 1 });
         advance(1);
         const before = await engine.currentRevision();
         expect(await engine.deleteNamespace('i1', 'empty')).toBe(0);
-        expect(await engine.deleteNamespace('i1', 'ns')).toBe(0);
         expect(await engine.currentRevision()).toBe(before);
+        // Only the expiry of the key it found expired takes a revision.
+        expect(await engine.deleteNamespace('i1', 'ns')).toBe(0);
+        expect(await engine.currentRevision()).toBe(before + 1);
       });
     });
 

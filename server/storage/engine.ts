@@ -30,8 +30,11 @@ export interface StorageEngine {
 
   /** The live record, or null when absent or expired. */
   get(instanceId: string, namespace: string, key: string): Promise<KvRecord | null>;
-  /** Live records in the order of `keys` (null where absent). */
-  getMany(instanceId: string, namespace: string, keys: readonly string[]): Promise<(KvRecord | null)[]>;
+  /**
+   * Live records in the order of `keys` (null where absent). Throws LIMIT_EXCEEDED, without
+   * reading further, once the records read hold more than `maxBytes` of keys and values.
+   */
+  getMany(instanceId: string, namespace: string, keys: readonly string[], maxBytes?: number): Promise<(KvRecord | null)[]>;
   /** Replaces the whole record (a set without `ttlMs` clears the expiry). Throws CONFLICT when a condition fails. */
   set(input: SetInput): Promise<KvRecord>;
   /** All entries or none, consecutive revisions in entry order. */
@@ -49,9 +52,15 @@ export interface StorageEngine {
   /** Checks, then ops, in one transaction. CONFLICT carries the first failing check's current record. */
   atomic(input: AtomicInput): Promise<{ revision: number; records: (KvRecord | null)[] }>;
 
-  /** One page of live keys in UTF-8 byte order (or reverse), strictly after `after` when given. */
+  /**
+   * One page of live keys in UTF-8 byte order (or reverse), strictly after `after` when given.
+   * The page ends early (with `more`) once its records hold more than `maxBytes` of keys and values.
+   */
   list(input: ListInput): Promise<{ records: KvRecord[]; more: boolean }>;
-  /** Records matching every condition, ordered, after `offset`, at most `limit`; `total` ignores limit and offset. */
+  /**
+   * Records matching every condition, ordered, after `offset`, at most `limit` and ending early
+   * once they hold more than `maxBytes` of keys and values; `total` ignores limit and offset.
+   */
   query(input: QueryInput): Promise<{ records: KvRecord[]; total: number }>;
   /** Namespaces holding at least one live key, in byte order. */
   getNamespaces(instanceId: string): Promise<string[]>;
@@ -122,6 +131,8 @@ export interface ListInput {
   after?: string;
   limit: number;
   reverse?: boolean;
+  /** Byte budget of the page (see {@link StorageEngine.list}). @default unlimited */
+  maxBytes?: number;
 }
 
 /** A query field: a record column, or a path into a JSON value (empty path = the whole value). */
@@ -143,6 +154,8 @@ export interface QueryInput {
   orderBy: { target: QueryTarget; direction: 'asc' | 'desc' };
   limit: number;
   offset: number;
+  /** Byte budget of the page (see {@link StorageEngine.query}). @default unlimited */
+  maxBytes?: number;
 }
 
 export interface Stats {

@@ -153,6 +153,12 @@ function prepareStatements(db: Database.Database) {
     expiredKeys: db.prepare<[number, number], KeyRow>(
       'SELECT instance_id, namespace, key FROM records WHERE expires_at <= ? ORDER BY expires_at LIMIT ?',
     ),
+    expiredInNamespace: db.prepare<[string, string, number], KeyRow>(
+      'SELECT instance_id, namespace, key FROM records WHERE instance_id = ? AND namespace = ? AND expires_at <= ?',
+    ),
+    expiredInInstance: db.prepare<[string, number], KeyRow>(
+      'SELECT instance_id, namespace, key FROM records WHERE instance_id = ? AND expires_at <= ?',
+    ),
 
     stats: db.prepare<[{ now: number }], Stats>(
       `SELECT
@@ -247,6 +253,8 @@ class SqliteEngine implements StorageEngine {
   async deleteInstance(instanceId: string): Promise<void> {
     this.write(() => {
       this.instanceRow(instanceId);
+      // Like any write that finds keys expired, record their expiries before its own revision.
+      for (const row of this.stmts.expiredInInstance.all(instanceId, this.now())) this.expireKey(row);
       this.commit({ kind: 'instanceDeleted', instanceId, namespace: null, key: null }, () => {
         this.stmts.deleteInstanceRecords.run(instanceId);
         this.stmts.deleteInstance.run(instanceId);
@@ -265,13 +273,19 @@ class SqliteEngine implements StorageEngine {
     });
   }
 
-  async getMany(instanceId: string, namespace: string, keys: readonly string[]): Promise<(KvRecord | null)[]> {
+  async getMany(instanceId: string, namespace: string, keys: readonly string[], maxBytes = Infinity): Promise<(KvRecord | null)[]> {
     return this.read(() => {
       this.instanceRow(instanceId);
       const now = this.now();
+      let bytes = 0;
       return keys.map((key) => {
         const row = this.liveRow(instanceId, namespace, key, now);
-        return row === null ? null : toRecord(row);
+        if (row === null) return null;
+        bytes += rowBytes(row);
+        if (bytes > maxBytes) {
+          throw new ProtocolError(ErrorCode.LIMIT_EXCEEDED, 'getMany would exceed the reply size limit', { budgetBytes: maxBytes });
+        }
+        return toRecord(row);
       });
     });
   }
@@ -321,10 +335,10 @@ class SqliteEngine implements StorageEngine {
     return this.write(() => {
       const now = this.now();
       this.instanceRow(instanceId);
+      // Like any write that finds keys expired, record their expiries before its own revision.
+      for (const row of this.stmts.expiredInNamespace.all(instanceId, namespace, now)) this.expireKey(row);
       const live = this.stmts.countInNamespace.get(instanceId, namespace, now) ?? 0;
-      // With no live key nothing is announced; expired rows stay for the sweeper to report.
       if (live === 0) return 0;
-      // Expired rows go too: the namespaceDeleted revision covers every key of the namespace.
       this.commit({ kind: 'namespaceDeleted', instanceId, namespace, key: null }, () => {
         this.stmts.deleteNamespace.run(instanceId, namespace);
         return null;
@@ -412,9 +426,9 @@ class SqliteEngine implements StorageEngine {
       if (input.after !== undefined) terms.push(input.reverse === true ? sql`key < ${input.after}` : sql`key > ${input.after}`);
       const order = input.reverse === true ? sql`key DESC` : sql`key ASC`;
       const query = sql`SELECT * FROM records WHERE ${join(terms, ' AND ')} ORDER BY ${order} LIMIT ${input.limit + 1}`;
-      const rows = this.cached(query.text).all(...query.params) as RecordRow[];
-      const more = rows.length > input.limit;
-      return { records: rows.slice(0, input.limit).map(toRecord), more };
+      const rows = this.cached(query.text).iterate(...query.params) as IterableIterator<RecordRow>;
+      const page = takeWithin(rows, input.limit, input.maxBytes);
+      return { records: page.rows.map(toRecord), more: page.more };
     });
   }
 
@@ -425,7 +439,10 @@ class SqliteEngine implements StorageEngine {
       const count = sql`SELECT count(*) AS total FROM records WHERE ${where}`;
       const page = sql`SELECT * FROM records WHERE ${where} ORDER BY ${orderBy} LIMIT ${input.limit} OFFSET ${input.offset}`;
       const { total } = this.cached(count.text).get(...count.params) as { total: number };
-      const rows = input.limit === 0 ? [] : (this.cached(page.text).all(...page.params) as RecordRow[]);
+      const rows =
+        input.limit === 0
+          ? []
+          : takeWithin(this.cached(page.text).iterate(...page.params) as IterableIterator<RecordRow>, input.limit, input.maxBytes).rows;
       return { records: rows.map(toRecord), total };
     });
   }
@@ -634,6 +651,27 @@ class SqliteEngine implements StorageEngine {
 }
 
 // ---------------------------------------------------------------- conversions
+
+/** A lower bound of a row's size in a reply: its key and its value as they travel. */
+function rowBytes(row: RecordRow): number {
+  return row.key.length + (row.value !== null ? row.value.length : Math.ceil((row.data?.byteLength ?? 0) / 3) * 4);
+}
+
+/**
+ * Up to `limit` rows, stopping after the row that takes their bytes past `maxBytes`, so a page of
+ * large values is never read whole only to be cut down (the caller trims to the exact reply size).
+ * `more` tells whether a row follows, so a page that ends at the last row says so.
+ */
+function takeWithin(rows: IterableIterator<RecordRow>, limit: number, maxBytes = Infinity): { rows: RecordRow[]; more: boolean } {
+  const taken: RecordRow[] = [];
+  let bytes = 0;
+  for (const row of rows) {
+    if (taken.length >= limit || bytes > maxBytes) return { rows: taken, more: true };
+    taken.push(row);
+    bytes += rowBytes(row);
+  }
+  return { rows: taken, more: false };
+}
 
 function isExpired(row: RecordRow, now: number): boolean {
   return row.expires_at !== null && row.expires_at <= now;
