@@ -4,13 +4,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ProtocolError } from '../protocol/index.js';
 import { prefixUpperBound } from '../server/storage/key-range.js';
 import { SCHEMA_VERSION } from '../server/storage/migrations.js';
 import { DatabaseInUseError, SchemaTooNewError, openSqliteEngine } from '../server/storage/sqlite.js';
 import { openConnection } from '../server/storage/sqlite-connection.js';
+import { openDatabase, pragma } from '../server/storage/sqlite-native.js';
 import { json, runStorageContract } from './storage-contract.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -65,10 +65,10 @@ describe('sqlite engine: files', () => {
   it('migrates a new file to the latest schema version, in WAL mode', async () => {
     const file = freshPath();
     await openSqliteEngine(file).close();
-    const raw = new Database(file, { readonly: true });
+    const raw = openDatabase(file, { readonly: true });
     try {
-      expect(raw.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
-      expect(raw.pragma('journal_mode', { simple: true })).toBe('wal');
+      expect(pragma(raw, 'user_version')).toBe(SCHEMA_VERSION);
+      expect(pragma(raw, 'journal_mode')).toBe('wal');
     } finally {
       raw.close();
     }
@@ -78,9 +78,9 @@ describe('sqlite engine: files', () => {
     const full = openConnection(freshPath());
     const normal = openConnection(freshPath(), { durability: 'normal' });
     try {
-      expect(full.pragma('synchronous', { simple: true })).toBe(2);
-      expect(normal.pragma('synchronous', { simple: true })).toBe(1);
-      expect(full.pragma('journal_mode', { simple: true })).toBe('wal');
+      expect(pragma(full, 'synchronous')).toBe(2);
+      expect(pragma(normal, 'synchronous')).toBe(1);
+      expect(pragma(full, 'journal_mode')).toBe('wal');
     } finally {
       full.close();
       normal.close();
@@ -90,8 +90,8 @@ describe('sqlite engine: files', () => {
   it('refuses a database written by a newer kvhub', async () => {
     const file = freshPath();
     await openSqliteEngine(file).close();
-    const raw = new Database(file);
-    raw.pragma(`user_version = ${SCHEMA_VERSION + 1}`);
+    const raw = openDatabase(file);
+    pragma(raw, `user_version = ${SCHEMA_VERSION + 1}`);
     raw.close();
     expect(() => openSqliteEngine(file)).toThrow(SchemaTooNewError);
     expect(() => openSqliteEngine(file)).toThrow(new RegExp(`schema version ${SCHEMA_VERSION + 1}.*upgrade kvhub`));

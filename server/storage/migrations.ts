@@ -1,5 +1,6 @@
 import type { Database } from 'better-sqlite3';
 
+import { pragma } from './sqlite-native.js';
 /** One forward step of the schema. `version` is the `user_version` the database has after it. */
 export interface Migration {
   version: number;
@@ -79,13 +80,13 @@ export class SchemaTooNewError extends Error {
  * its `user_version` bump, so a crash leaves the database at a version it really has.
  */
 export function migrate(db: Database, path: string): void {
-  const current = db.pragma('user_version', { simple: true }) as number;
+  const current = pragma(db, 'user_version') as number;
   if (current > SCHEMA_VERSION) throw new SchemaTooNewError(path, current, SCHEMA_VERSION);
   for (const migration of MIGRATIONS.slice(current)) {
     db.transaction(() => {
       migration.up(db);
       // PRAGMA takes no parameters; the version is a constant of this file, never input.
-      db.pragma(`user_version = ${Math.trunc(migration.version)}`);
+      pragma(db, `user_version = ${Math.trunc(migration.version)}`);
     }).immediate();
   }
 }

@@ -1,5 +1,6 @@
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { migrate } from './migrations.js';
+import { openDatabase, pragma } from './sqlite-native.js';
 
 /** How a connection is set up; the engine's options minus what it does not configure. */
 export interface ConnectionOptions {
@@ -22,10 +23,10 @@ export function isInMemoryPath(path: string): boolean {
  *   never corrupts the file.
  */
 export function openConnection(path: string, options: ConnectionOptions = {}): Database.Database {
-  const db = new Database(path);
+  const db = openDatabase(path);
   try {
-    if (!isInMemoryPath(path)) db.pragma('journal_mode = WAL');
-    db.pragma(options.durability === 'normal' ? 'synchronous = NORMAL' : 'synchronous = FULL');
+    if (!isInMemoryPath(path)) pragma(db, 'journal_mode = WAL');
+    pragma(db, options.durability === 'normal' ? 'synchronous = NORMAL' : 'synchronous = FULL');
     migrate(db, path);
     return db;
   } catch (error) {

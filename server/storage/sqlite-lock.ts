@@ -1,4 +1,4 @@
-import Database from 'better-sqlite3';
+import { openDatabase, pragma } from './sqlite-native.js';
 import { isSqliteError } from './sqlite-errors.js';
 
 /** Thrown when another kvhub server (in this process or another) holds the database file. */
@@ -28,11 +28,11 @@ export interface FileLock {
 export function acquireFileLock(path: string): FileLock {
   const lockPath = `${path}.lock`;
   // timeout 0: a held lock must fail now with SQLITE_BUSY, not after a busy wait.
-  const db = new Database(lockPath, { timeout: 0 });
+  const db = openDatabase(lockPath, { timeout: 0 });
   try {
-    db.pragma('locking_mode = EXCLUSIVE');
+    pragma(db, 'locking_mode = EXCLUSIVE');
     // The journal of a one-row table need not touch the disk; this also avoids a stray -journal file.
-    db.pragma('journal_mode = MEMORY');
+    pragma(db, 'journal_mode = MEMORY');
     db.exec('BEGIN EXCLUSIVE');
     // A write is what makes EXCLUSIVE locking mode keep the lock after COMMIT.
     db.exec('CREATE TABLE IF NOT EXISTS owner (pid INTEGER NOT NULL, acquired_at INTEGER NOT NULL)');
