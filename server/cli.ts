@@ -2,14 +2,14 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createServer, type KvhubServer } from './index.js';
+import { createServer, NonLoopbackHostError, type KvhubServer } from './index.js';
 import { jsonLogger } from './logger.js';
 import { DatabaseInUseError } from './storage/sqlite.js';
 
 const USAGE = `Usage: npm start -- [--port <n>] [--host <addr>] [--db <file|:memory:>] [--durability full|normal]
 
   --port        port to listen on; 0 picks a free one (default 7420)
-  --host        address to bind (default 127.0.0.1)
+  --host        loopback address to bind (default 127.0.0.1)
   --db          SQLite database file, or :memory: (default ./data/kvhub.db)
   --durability  full: acknowledge writes only once fsynced; normal: faster, may lose
                 the last writes on power loss (default full)`;
@@ -74,7 +74,7 @@ async function main(argv: string[]): Promise<void> {
 
 function startFailure(error: unknown, host: string, port: number, db: string): string {
   const code = (error as NodeJS.ErrnoException).code;
-  if (error instanceof DatabaseInUseError) return `kvhub cannot start: ${error.message}.`;
+  if (error instanceof DatabaseInUseError || error instanceof NonLoopbackHostError) return `kvhub cannot start: ${error.message}.`;
   if (code === 'EADDRINUSE') return `kvhub cannot start: port ${port} on ${host} is already in use.`;
   if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') return `kvhub cannot start: ${host} is not an address of this machine.`;
   if (code === 'EACCES') return `kvhub cannot start: no permission to listen on ${host}:${port}.`;

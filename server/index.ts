@@ -6,6 +6,7 @@ import { DEFAULT_LIMITS } from '../protocol/index.js';
 import { answerFrame, binaryFrameReply, type DispatchContext } from './dispatch.js';
 import type { Limits } from './handlers.js';
 import { describeError, silentLogger, type Logger } from './logger.js';
+import { isLoopbackHost } from './loopback.js';
 import { ENVELOPE_RESERVE_BYTES, largestSingleReply } from './reply-budget.js';
 import type { StorageEngine } from './storage/engine.js';
 import { openSqliteEngine } from './storage/sqlite.js';
@@ -50,6 +51,16 @@ export interface KvhubServer {
   close(): Promise<void>;
 }
 
+/** Refusal to serve on an address other machines can reach while the server has no authentication. */
+export class NonLoopbackHostError extends Error {
+  override readonly name = 'NonLoopbackHostError';
+  constructor(readonly host: string) {
+    super(
+      `refusing to listen on ${host}: it is reachable from other machines, and this kvhub release has no authentication; use a loopback address such as 127.0.0.1`,
+    );
+  }
+}
+
 const CLOSE_GOING_AWAY = 1001;
 const CLOSE_TRY_AGAIN_LATER = 1013;
 
@@ -57,6 +68,9 @@ const CLOSE_TRY_AGAIN_LATER = 1013;
 export async function createServer(options: ServerOptions = {}): Promise<KvhubServer> {
   const logger = options.logger ?? silentLogger;
   const durability = options.durability ?? 'full';
+  const host = options.host ?? '127.0.0.1';
+  // Without tokens (a later release), anyone who can reach the port owns the data: stay on loopback.
+  if (!isLoopbackHost(host)) throw new NonLoopbackHostError(host);
   const limits: Limits = { ...DEFAULT_LIMITS, ...options.limits };
   if (largestSingleReply(limits.maxValueBytes) + ENVELOPE_RESERVE_BYTES > limits.maxPayloadBytes) {
     throw new RangeError('maxPayloadBytes must be at least twice maxValueBytes plus 36 KiB, so that any value fits in a reply');
@@ -112,7 +126,7 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
 
   const sweeper = startSweeper(engine, options.sweepIntervalMs ?? 250, logger);
 
-  http.listen(options.port ?? 7420, options.host ?? '127.0.0.1');
+  http.listen(options.port ?? 7420, host);
   try {
     await once(http, 'listening');
   } catch (error) {
@@ -121,8 +135,7 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
     throw error;
   }
   const address = http.address() as AddressInfo;
-  const host = address.address;
-  const url = `ws://${host.includes(':') ? `[${host}]` : host}:${address.port}`;
+  const url = `ws://${address.address.includes(':') ? `[${address.address}]` : address.address}:${address.port}`;
   logger.info('listening', { url });
 
   let closed: Promise<void> | undefined;
@@ -148,7 +161,7 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
 
   return {
     url,
-    host,
+    host: address.address,
     port: address.port,
     engine,
     close: () => (closed ??= close()),

@@ -79,6 +79,14 @@ describe('the CLI', () => {
     expect(intruder.stderr).not.toMatch(/\n\s+at /);
   });
 
+  it('refuses to bind an address other machines can reach, since this release has no tokens', async () => {
+    const open = cli(['--port', '0', '--db', ':memory:', '--host', '0.0.0.0']);
+    expect(await open.exited()).toBe(1);
+    expect(open.stderr).toMatch(/refusing to listen on 0\.0\.0\.0/);
+    const ipv6 = cli(['--port', '0', '--db', ':memory:', '--host', '::1']);
+    expect(await ipv6.ready()).toMatch(/^ws:\/\/\[::1\]:\d+$/);
+  });
+
   it('refuses a port in use and bad flags with a plain sentence', async () => {
     const holder = cli(['--port', '0', '--db', ':memory:']);
     const port = new URL(await holder.ready()).port;
