@@ -63,7 +63,7 @@ export function successReplySchema<T extends RequestType>(type: T) {
     type: z.literal(type),
     requestId: RequestId,
     success: z.literal(true),
-    data: (messages as Messages)[type].data,
+    data: messages[type].data as Messages[T]['data'],
     timestamp: z.iso.datetime(),
   });
 }

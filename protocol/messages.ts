@@ -124,6 +124,44 @@ export const SetManyEntry = z.strictObject({
 
 const empty = z.strictObject({});
 
+/** A literal key prefix: compared as UTF-8 bytes, no wildcards. */
+export const Prefix = z
+  .string()
+  .refine(wellFormed, WELL_FORMED)
+  .refine((p) => utf8Length(p) <= MAX_KEY_BYTES, { message: `must be at most ${MAX_KEY_BYTES} UTF-8 bytes` });
+
+// ---------------------------------------------------------------- watch
+
+/** Event kinds of protocol version 1; clients ignore kinds they do not know. */
+export const WatchEventKind = z.enum(['set', 'delete', 'expire', 'namespaceDeleted', 'instanceDeleted']);
+export type WatchEventKind = z.infer<typeof WatchEventKind>;
+
+/** One committed change as a subscription receives it. */
+export const WatchEvent = z.object({
+  kind: WatchEventKind,
+  instanceId: z.string(),
+  /** null for instanceDeleted. */
+  namespace: z.string().nullable(),
+  /** null for namespaceDeleted and instanceDeleted. */
+  key: z.string().nullable(),
+  /** The new record for `set`; null otherwise. */
+  record: KvRecord.nullable(),
+  revision: z.number().int(),
+});
+export type WatchEvent = z.infer<typeof WatchEvent>;
+
+/** The push frame carrying one event of one subscription (it has no requestId). */
+export const EventPush = z.object({
+  type: z.literal('kvStore.event'),
+  subscriptionId: z.string(),
+  event: WatchEvent,
+  timestamp: IsoTime,
+});
+export type EventPush = z.infer<typeof EventPush>;
+
+/** `type` of event pushes. */
+export const EVENT_PUSH_TYPE = 'kvStore.event';
+
 // ---------------------------------------------------------------- messages
 
 /**
@@ -251,11 +289,7 @@ export const messages = {
     params: z.strictObject({
       instanceId: InstanceId,
       namespace: Namespace,
-      prefix: z
-        .string()
-        .refine(wellFormed, WELL_FORMED)
-        .refine((p) => utf8Length(p) <= MAX_KEY_BYTES, { message: `must be at most ${MAX_KEY_BYTES} UTF-8 bytes` })
-        .optional(),
+      prefix: Prefix.optional(),
       cursor: z.string().max(4096).nullable().optional(),
       limit: z.number().int().min(1).max(MAX_LIST_LIMIT).optional(),
       keysOnly: z.boolean().optional(),
@@ -294,6 +328,29 @@ export const messages = {
       autoCreateInstance: z.boolean().optional(),
     }),
     data: z.object({ committed: z.literal(true), revision: z.number().int(), records: z.array(KvRecord.nullable()) }),
+  },
+  'kvStore.watch': {
+    params: z
+      .strictObject({
+        instanceId: InstanceId,
+        namespace: Namespace.optional(),
+        key: Key.optional(),
+        prefix: Prefix.optional(),
+        fromRevision: z.number().int().nonnegative().optional(),
+      })
+      .refine((p) => (p.key === undefined && p.prefix === undefined) || p.namespace !== undefined, {
+        message: 'key and prefix need a namespace',
+        path: ['namespace'],
+      })
+      .refine((p) => p.key === undefined || p.prefix === undefined, {
+        message: 'key and prefix cannot be combined',
+        path: ['prefix'],
+      }),
+    data: z.object({ subscriptionId: z.string(), revision: z.number().int() }),
+  },
+  'kvStore.unwatch': {
+    params: z.strictObject({ subscriptionId: z.string().min(1).max(128) }),
+    data: z.object({ removed: z.boolean() }),
   },
 } as const;
 

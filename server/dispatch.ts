@@ -14,16 +14,30 @@ import { handlers, type HandlerContext } from './handlers.js';
 import { describeError, type Logger } from './logger.js';
 import { ENVELOPE_RESERVE_BYTES, largestSingleReply } from './reply-budget.js';
 
-/** What every request shares: the engine, limits and server facts (the reply budget is per request). */
-export type DispatchContext = Omit<HandlerContext, 'replyBudget'>;
+/** What every request of a connection shares: engine, limits, server facts, its watch session. */
+export type DispatchContext = Omit<HandlerContext, 'replyBudget' | 'afterReply'>;
+
+/** The reply frame to one text frame, and what to run once it has been sent. */
+export interface Answer {
+  frame: string;
+  afterSend: (() => void)[];
+}
 
 interface ReplyHead {
   type: string;
   requestId: string | null;
 }
 
-/** The serialized reply frame to a text frame: one reply, or an array of replies for a batch. */
-export async function answerFrame(text: string, ctx: DispatchContext, logger: Logger): Promise<string> {
+/** The reply frame to a text frame (one reply, or an array of replies for a batch) and its after-send tasks. */
+export async function answerFrame(text: string, ctx: DispatchContext, logger: Logger): Promise<Answer> {
+  const afterSend: (() => void)[] = [];
+  const frame = await replyFrame(text, { ...ctx, afterReply: (task) => void afterSend.push(task) }, logger);
+  return { frame, afterSend };
+}
+
+type FrameContext = Omit<HandlerContext, 'replyBudget'>;
+
+async function replyFrame(text: string, ctx: FrameContext, logger: Logger): Promise<string> {
   let frame: unknown;
   try {
     frame = JSON.parse(text);
@@ -55,7 +69,7 @@ export function binaryFrameReply(): string {
  * may use only what the earlier ones left of maxPayloadBytes; an element that could not fit the
  * largest single-record reply is answered LIMIT_EXCEEDED without being run.
  */
-async function answerBatch(requests: unknown[], ctx: DispatchContext, logger: Logger): Promise<string> {
+async function answerBatch(requests: unknown[], ctx: FrameContext, logger: Logger): Promise<string> {
   const elementReserve = largestSingleReply(ctx.limits.maxValueBytes) + ENVELOPE_RESERVE_BYTES;
   let remaining = ctx.limits.maxPayloadBytes - ENVELOPE_RESERVE_BYTES;
   const parts: string[] = [];
@@ -78,7 +92,7 @@ async function answerBatch(requests: unknown[], ctx: DispatchContext, logger: Lo
 }
 
 /** Exactly one serialized reply for one request, whatever it holds. */
-async function answerRequest(request: unknown, ctx: DispatchContext, replyBudget: number, logger: Logger): Promise<string> {
+async function answerRequest(request: unknown, ctx: FrameContext, replyBudget: number, logger: Logger): Promise<string> {
   const head = headOf(request);
   const reply = await replyTo(request, head, ctx, replyBudget, logger);
   try {
@@ -89,7 +103,7 @@ async function answerRequest(request: unknown, ctx: DispatchContext, replyBudget
   }
 }
 
-async function replyTo(request: unknown, head: ReplyHead, ctx: DispatchContext, replyBudget: number, logger: Logger): Promise<object> {
+async function replyTo(request: unknown, head: ReplyHead, ctx: FrameContext, replyBudget: number, logger: Logger): Promise<object> {
   if (head.requestId === null) {
     return failure(head, malformed('a request is an object with a string type and a requestId of 1 to 128 characters'));
   }

@@ -18,6 +18,7 @@ import { toQueryInput } from './query.js';
 import { assertFits, fitToBudget, wireSize } from './reply-budget.js';
 import type { AtomicOpInput, StorageEngine, StoredValue } from './storage/engine.js';
 import { encodeValue } from './values.js';
+import type { WatchHub, WatchSession } from './watch.js';
 
 /** The limits a server enforces; reported in `hello.limits`. */
 export interface Limits {
@@ -34,12 +35,18 @@ export interface HandlerContext {
   serverVersion: string;
   /** Bytes the reply's `data` may take: list and query shorten to it, getMany and setMany refuse. */
   replyBudget: number;
+  /** The server's subscriptions. */
+  watch: WatchHub;
+  /** The connection the request came on, for its subscriptions. */
+  session: WatchSession;
+  /** Runs `task` once the frame holding this request's reply has been sent. */
+  afterReply(task: () => void): void;
 }
 
 type Handler<T extends RequestType> = (params: Params<T>, ctx: HandlerContext) => Promise<ReplyData<T>>;
 
 /** Capabilities announced in `hello`. */
-export const CAPABILITIES = ['batch', 'binary', 'ttl', 'conditions', 'atomic', 'query', 'list', 'incr'] as const;
+export const CAPABILITIES = ['batch', 'binary', 'ttl', 'conditions', 'atomic', 'query', 'list', 'incr', 'watch'] as const;
 
 /**
  * One handler per request type, typed from the protocol: adding a message to protocol/ without
@@ -178,6 +185,13 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
     return { updated: await engine.expire(p.instanceId, p.namespace, p.key, ttlMs) };
   },
   'kvStore.ttl': async (p, { engine }) => engine.ttl(p.instanceId, p.namespace, p.key),
+  'kvStore.watch': async ({ fromRevision, ...filter }, { watch, session, afterReply }) => {
+    const subscription = await watch.subscribe(session, filter, fromRevision);
+    // Replayed and live events follow the reply (in a batch, the whole reply frame).
+    afterReply(() => watch.start(subscription.subscriptionId));
+    return subscription;
+  },
+  'kvStore.unwatch': async (p, { watch, session }) => ({ removed: watch.unsubscribe(session, p.subscriptionId) }),
   'kvStore.atomic': async (p, { engine, limits, replyBudget }) => {
     const checks = p.checks ?? [];
     checkDistinct(

@@ -1,17 +1,18 @@
 import { once } from 'node:events';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { WebSocketServer } from 'ws';
 import { DEFAULT_LIMITS } from '../protocol/index.js';
-import { answerFrame, binaryFrameReply, type DispatchContext } from './dispatch.js';
+import { serveConnection, type ConnectionDeps } from './connection.js';
 import type { Limits } from './handlers.js';
 import { describeError, silentLogger, type Logger } from './logger.js';
 import { isLoopbackHost } from './loopback.js';
 import { ENVELOPE_RESERVE_BYTES, largestSingleReply } from './reply-budget.js';
-import type { StorageEngine } from './storage/engine.js';
+import type { ChangeRetention, StorageEngine } from './storage/engine.js';
 import { openSqliteEngine } from './storage/sqlite.js';
-import { startSweeper } from './sweeper.js';
+import { DEFAULT_CHANGE_RETENTION, startHousekeeping } from './housekeeping.js';
 import { SERVER_VERSION } from './version.js';
+import { WatchHub } from './watch.js';
 
 /** Options of {@link createServer}. */
 export interface ServerOptions {
@@ -29,6 +30,10 @@ export interface ServerOptions {
   limits?: Partial<Limits>;
   /** How often expired keys are swept, in ms. @default 250 */
   sweepIntervalMs?: number;
+  /** How much of the change log (the watch feed) to keep. @default DEFAULT_CHANGE_RETENTION: 100000 changes, 24 h */
+  changeRetention?: Partial<ChangeRetention>;
+  /** How often the change log is trimmed to its retention, in ms. @default 5000 */
+  pruneIntervalMs?: number;
   /**
    * Bytes of replies a connection may leave unread before it is closed with 1013, so a client
    * that sends but never reads cannot grow the server's memory. @default 64 MiB
@@ -47,6 +52,8 @@ export interface KvhubServer {
   readonly host: string;
   readonly port: number;
   readonly engine: StorageEngine;
+  /** Live watch subscriptions across all connections. */
+  subscriptionCount(): number;
   /** Sends replies in flight, closes sockets with 1001, closes the database. Idempotent. */
   close(): Promise<void>;
 }
@@ -62,7 +69,6 @@ export class NonLoopbackHostError extends Error {
 }
 
 const CLOSE_GOING_AWAY = 1001;
-const CLOSE_TRY_AGAIN_LATER = 1013;
 
 /** Opens the storage engine, then serves the protocol over WebSocket and `GET /healthz` over HTTP. */
 export async function createServer(options: ServerOptions = {}): Promise<KvhubServer> {
@@ -76,13 +82,24 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
     throw new RangeError('maxPayloadBytes must be at least twice maxValueBytes plus 36 KiB, so that any value fits in a reply');
   }
   const engine = options.engine ?? openSqliteEngine(options.db ?? ':memory:', { durability });
-  const ctx: DispatchContext = { engine, limits, durability, serverVersion: SERVER_VERSION };
+  const maxBufferedBytes = options.maxBufferedBytes ?? 64 * 1024 * 1024;
+  const watch = new WatchHub(engine, { maxBufferedBytes, logger });
 
   const http = createHttpServer(answerHttp);
   const wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxPayloadBytes, perMessageDeflate: false });
-  const maxBufferedBytes = options.maxBufferedBytes ?? 64 * 1024 * 1024;
   const inFlight = new Set<Promise<void>>();
   let closing = false;
+  const deps: ConnectionDeps = {
+    ctx: { engine, limits, durability, serverVersion: SERVER_VERSION, watch },
+    logger,
+    maxBufferedBytes,
+    heartbeatIntervalMs: options.heartbeatIntervalMs ?? 30_000,
+    isClosing: () => closing,
+    track(work) {
+      inFlight.add(work);
+      void work.finally(() => inFlight.delete(work));
+    },
+  };
 
   http.on('clientError', (error, socket) => {
     logger.debug('bad HTTP request', describeError(error));
@@ -91,46 +108,25 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
   http.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => {
     socket.on('error', (error) => logger.debug('socket error during upgrade', describeError(error)));
     if (closing) return void socket.destroy();
-    wss.handleUpgrade(request, socket, head, (ws) => serve(ws, request));
+    wss.handleUpgrade(request, socket, head, (ws) => serveConnection(ws, request, deps));
   });
 
-  function serve(ws: WebSocket, request: IncomingMessage): void {
-    const peer = `${request.socket.remoteAddress}:${request.socket.remotePort}`;
-    let alive = true;
-    // Without an error listener, one invalid frame (bad UTF-8, oversize) would crash the process.
-    ws.on('error', (error) => logger.debug('websocket error', { peer, ...describeError(error) }));
-    ws.on('pong', () => void (alive = true));
-    const heartbeat = setInterval(() => {
-      if (!alive) return void ws.terminate();
-      alive = false;
-      ws.ping();
-    }, options.heartbeatIntervalMs ?? 30_000);
-    heartbeat.unref();
-    ws.on('close', () => clearInterval(heartbeat));
-    ws.on('message', (data: RawData, isBinary: boolean) => {
-      if (closing || ws.readyState !== ws.OPEN) return;
-      const work = (isBinary ? Promise.resolve(binaryFrameReply()) : answerFrame(rawText(data), ctx, logger))
-        .then((reply) => {
-          if (ws.readyState !== ws.OPEN) return;
-          ws.send(reply);
-          if (ws.bufferedAmount > maxBufferedBytes) {
-            logger.warn('closing a connection that does not read its replies', { peer, bufferedBytes: ws.bufferedAmount });
-            ws.close(CLOSE_TRY_AGAIN_LATER, 'too many unread replies');
-          }
-        })
-        .catch((error: unknown) => logger.error('failed to answer a frame', { peer, ...describeError(error) }))
-        .finally(() => inFlight.delete(work));
-      inFlight.add(work);
-    });
-  }
-
-  const sweeper = startSweeper(engine, options.sweepIntervalMs ?? 250, logger);
+  const housekeeping = startHousekeeping(
+    engine,
+    {
+      sweepIntervalMs: options.sweepIntervalMs ?? 250,
+      pruneIntervalMs: options.pruneIntervalMs ?? 5000,
+      retention: { ...DEFAULT_CHANGE_RETENTION, ...options.changeRetention },
+    },
+    logger,
+  );
 
   http.listen(options.port ?? 7420, host);
   try {
     await once(http, 'listening');
   } catch (error) {
-    sweeper.stop();
+    watch.close();
+    await housekeeping.stop();
     await engine.close();
     throw error;
   }
@@ -154,7 +150,8 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
       }),
     );
     http.closeAllConnections();
-    await sweeper.stop();
+    watch.close();
+    await housekeeping.stop();
     await engine.close();
     logger.info('closed', { url });
   }
@@ -164,6 +161,7 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
     host: address.address,
     port: address.port,
     engine,
+    subscriptionCount: () => watch.size,
     close: () => (closed ??= close()),
   };
 }
@@ -174,10 +172,6 @@ function answerHttp(request: IncomingMessage, response: ServerResponse): void {
   response.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
 }
 
-function rawText(data: RawData): string {
-  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
-  return Buffer.from(data as ArrayBuffer).toString('utf8');
-}
 
 export type { Limits } from './handlers.js';
 export type { Logger } from './logger.js';

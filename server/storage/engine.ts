@@ -1,4 +1,4 @@
-import type { Instance, KvRecord, QueryOperator, RecordField } from '../../protocol/index.js';
+import type { Instance, KvRecord, QueryOperator, RecordField, WatchEvent } from '../../protocol/index.js';
 
 /**
  * The storage engine interface. It knows nothing of sockets or of SQLite: the WebSocket server,
@@ -71,6 +71,23 @@ export interface StorageEngine {
 
   /** The highest revision taken so far (0 for a new database). */
   currentRevision(): Promise<number>;
+
+  // ---- the change log (watch)
+  /**
+   * Calls `listener` after every commit that changed something, with that commit's changes in
+   * revision order — never for a transaction that rolled back. Listeners run synchronously after
+   * the commit, before the write's promise settles. Returns the function that removes the listener.
+   */
+  onCommit(listener: (changes: readonly WatchEvent[]) => void): () => void;
+  /** One instance's logged changes with `after < revision <= upTo`, in revision order, at most `limit`. */
+  changesSince(instanceId: string, after: number, upTo: number, limit: number): Promise<WatchEvent[]>;
+  /** The oldest revision the change log still holds; `currentRevision() + 1` when it holds none. */
+  oldestRevision(): Promise<number>;
+  /**
+   * Drops logged changes beyond the newest `maxCount` or older than `maxAgeMs`, at most `limit`
+   * in one call; returns how many. Replays from before the oldest kept revision are COMPACTED.
+   */
+  pruneChanges(retention: ChangeRetention, limit: number): Promise<number>;
   /** Deletes up to `limit` expired keys (each takes a revision); returns how many. */
   sweepExpired(limit: number): Promise<number>;
   /** Flushes and releases the database. Idempotent. */
@@ -164,6 +181,14 @@ export interface Stats {
   records: number;
   expiredPending: number;
   dbBytes: number;
+}
+
+/** How much of the change log to keep: a change goes once either bound is passed. */
+export interface ChangeRetention {
+  /** At most this many newest changes are kept. @default 100000 */
+  maxCount: number;
+  /** No change older than this is kept, in ms. @default 86400000 (24 h) */
+  maxAgeMs: number;
 }
 
 /** Options every engine takes. */

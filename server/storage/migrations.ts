@@ -8,10 +8,7 @@ export interface Migration {
   up(db: Database): void;
 }
 
-/**
- * The schema history, oldest first. Never edit a released migration: append a new one.
- * Version 1 leaves room for a change log table (the watch feed), which a later migration adds.
- */
+/** The schema history, oldest first. Never edit a released migration: append a new one. */
 export const MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
@@ -53,6 +50,28 @@ export const MIGRATIONS: readonly Migration[] = [
         ) STRICT, WITHOUT ROWID;
         -- Only keys with a TTL are indexed: the sweeper and expiredPending read it.
         CREATE INDEX records_by_expiry ON records (expires_at) WHERE expires_at IS NOT NULL;
+      `);
+    },
+  },
+  {
+    version: 2,
+    description: 'change log (the watch feed) and the oldest revision it holds',
+    up(db) {
+      db.exec(`
+        -- One row per revision, written in the transaction of the change. record is the JSON of
+        -- the new record for 'set', else NULL. created_at (ms) serves age-based retention.
+        CREATE TABLE changes (
+          revision INTEGER PRIMARY KEY,
+          kind TEXT NOT NULL,
+          instance_id TEXT NOT NULL,
+          namespace TEXT,
+          key TEXT,
+          record TEXT,
+          created_at INTEGER NOT NULL
+        ) STRICT;
+        CREATE INDEX changes_by_instance ON changes (instance_id, revision);
+        -- A database from before the log has no history: replays start after its last revision.
+        INSERT INTO meta (name, value) SELECT 'oldest_change', value + 1 FROM meta WHERE name = 'revision';
       `);
     },
   },

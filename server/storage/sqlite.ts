@@ -1,9 +1,18 @@
 import Database from 'better-sqlite3';
 import { nanoid } from 'nanoid';
-import { ErrorCode, invalidParam, JSON_CONTENT_TYPE, ProtocolError, type Instance, type KvRecord } from '../../protocol/index.js';
+import {
+  ErrorCode,
+  invalidParam,
+  JSON_CONTENT_TYPE,
+  ProtocolError,
+  type Instance,
+  type KvRecord,
+  type WatchEvent,
+} from '../../protocol/index.js';
 import { decodeValue } from '../values.js';
 import type {
   AtomicInput,
+  ChangeRetention,
   EngineOptions,
   IncrInput,
   ListInput,
@@ -90,6 +99,17 @@ interface RecordRow {
   expires_at: number | null;
 }
 
+interface ChangeRow {
+  revision: number;
+  kind: WatchEvent['kind'];
+  instance_id: string;
+  namespace: string | null;
+  key: string | null;
+  /** JSON of the new record for 'set'. */
+  record: string | null;
+  created_at: number;
+}
+
 interface KeyRow {
   instance_id: string;
   namespace: string;
@@ -117,6 +137,20 @@ function prepareStatements(db: Database.Database) {
   return {
     loadRevision: db.prepare<[], number>("SELECT value FROM meta WHERE name = 'revision'").pluck(),
     saveRevision: db.prepare<[number]>("UPDATE meta SET value = ? WHERE name = 'revision'"),
+    loadOldestChange: db.prepare<[], number>("SELECT value FROM meta WHERE name = 'oldest_change'").pluck(),
+    saveOldestChange: db.prepare<[number]>("UPDATE meta SET value = ? WHERE name = 'oldest_change'"),
+
+    logChange: db.prepare<[ChangeRow]>(
+      `INSERT INTO changes (revision, kind, instance_id, namespace, key, record, created_at)
+       VALUES (@revision, @kind, @instance_id, @namespace, @key, @record, @created_at)`,
+    ),
+    changesSince: db.prepare<[string, number, number, number], ChangeRow>(
+      'SELECT * FROM changes WHERE instance_id = ? AND revision > ? AND revision <= ? ORDER BY revision LIMIT ?',
+    ),
+    oldestChanges: db.prepare<[number], Pick<ChangeRow, 'revision' | 'created_at'>>(
+      'SELECT revision, created_at FROM changes ORDER BY revision LIMIT ?',
+    ),
+    dropChangesThrough: db.prepare<[number]>('DELETE FROM changes WHERE revision <= ?'),
 
     getInstance: db.prepare<[string], InstanceRow>('SELECT * FROM instances WHERE id = ?'),
     listInstances: db.prepare<[], InstanceRow>('SELECT * FROM instances ORDER BY created_at, id'),
@@ -201,6 +235,13 @@ class SqliteEngine implements StorageEngine {
   private readonly transaction: Database.Transaction<(fn: () => unknown) => unknown>;
   /** The highest revision taken; mirrors `meta.revision`, restored when a transaction fails. */
   private revision: number;
+  /** The oldest revision the change log holds; mirrors `meta.oldest_change`. */
+  private oldestChange: number;
+  /** Changes of the transaction under way, announced to listeners once it commits. */
+  private uncommitted: WatchEvent[] = [];
+  private readonly listeners = new Set<(changes: readonly WatchEvent[]) => void>();
+  /** Keys a read found expired; their expiry is recorded (and announced) right after the read. */
+  private readonly foundExpired = new Map<string, KeyRow>();
   private closed = false;
 
   constructor(
@@ -211,6 +252,7 @@ class SqliteEngine implements StorageEngine {
     this.stmts = prepareStatements(db);
     this.transaction = db.transaction((fn: () => unknown) => fn());
     this.revision = this.stmts.loadRevision.get() ?? 0;
+    this.oldestChange = this.stmts.loadOldestChange.get() ?? 1;
   }
 
   // ------------------------------------------------------------ instances
@@ -481,6 +523,39 @@ class SqliteEngine implements StorageEngine {
     return this.read(() => this.revision);
   }
 
+  onCommit(listener: (changes: readonly WatchEvent[]) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async changesSince(instanceId: string, after: number, upTo: number, limit: number): Promise<WatchEvent[]> {
+    return this.read(() => this.stmts.changesSince.all(instanceId, after, upTo, limit).map(toWatchEvent));
+  }
+
+  async oldestRevision(): Promise<number> {
+    return this.read(() => this.oldestChange);
+  }
+
+  async pruneChanges(retention: ChangeRetention, limit: number): Promise<number> {
+    return this.write(() => {
+      const countCutoff = this.revision - retention.maxCount;
+      const ageCutoff = this.now() - retention.maxAgeMs;
+      // Only a leading run goes, so the log always holds every revision from oldestChange on.
+      let last: number | undefined;
+      let dropped = 0;
+      for (const row of this.stmts.oldestChanges.all(limit)) {
+        if (row.revision > countCutoff && row.created_at >= ageCutoff) break;
+        last = row.revision;
+        dropped++;
+      }
+      if (last === undefined) return 0;
+      this.stmts.dropChangesThrough.run(last);
+      this.oldestChange = last + 1;
+      this.stmts.saveOldestChange.run(this.oldestChange);
+      return dropped;
+    });
+  }
+
   async sweepExpired(limit: number): Promise<number> {
     return this.write(() => {
       const expired = this.stmts.expiredKeys.all(this.now(), limit);
@@ -509,7 +584,18 @@ class SqliteEngine implements StorageEngine {
     const revision = this.revision + 1;
     const result = apply(revision);
     this.revision = revision;
-    // The watch feed (a later issue) appends `change` and `result` to its log here.
+    // The change log row is written in the same transaction as the change itself.
+    const recordJson = result === null ? null : JSON.stringify(result);
+    this.stmts.logChange.run({
+      revision,
+      kind: change.kind,
+      instance_id: change.instanceId,
+      namespace: change.namespace,
+      key: change.key,
+      record: recordJson,
+      created_at: this.now(),
+    });
+    this.uncommitted.push({ ...change, record: result, revision });
     return result;
   }
 
@@ -576,10 +662,31 @@ class SqliteEngine implements StorageEngine {
     });
   }
 
-  /** The stored row when live; null when absent or expired (without touching it: reads never write). */
+  /**
+   * The stored row when live; null when absent or expired. An expired row is noted, and its
+   * expiry recorded once the current read or write is done (see settleFoundExpired).
+   */
   private liveRow(instanceId: string, namespace: string, key: string, now: number): RecordRow | null {
     const row = this.stmts.getRow.get(instanceId, namespace, key);
-    return row === undefined || isExpired(row, now) ? null : row;
+    if (row === undefined) return null;
+    if (!isExpired(row, now)) return row;
+    this.foundExpired.set(JSON.stringify([instanceId, namespace, key]), row);
+    return null;
+  }
+
+  /**
+   * Records the expiry of keys that a read found expired, each with its own revision and
+   * `expire` event, so watchers hear of it at once rather than at the next sweep. A key already
+   * swept or rewritten in the meantime is left alone, so each expiry is recorded once.
+   */
+  private settleFoundExpired(): void {
+    if (this.foundExpired.size === 0) return;
+    const found = [...this.foundExpired.values()];
+    this.foundExpired.clear();
+    this.write(() => {
+      const now = this.now();
+      for (const row of found) this.rowForWrite(row.instance_id, row.namespace, row.key, now);
+    });
   }
 
   /** For writes: like liveRow, but an expired row is removed first, recording its expiry. */
@@ -619,11 +726,15 @@ class SqliteEngine implements StorageEngine {
   /** Runs a read; SQLite failures become ProtocolErrors. */
   private read<T>(fn: () => T): T {
     this.assertOpen();
+    let result: T;
     try {
-      return fn();
+      result = fn();
     } catch (error) {
+      this.foundExpired.clear();
       throw toEngineError(error);
     }
+    this.settleFoundExpired();
+    return result;
   }
 
   /**
@@ -633,15 +744,37 @@ class SqliteEngine implements StorageEngine {
   private write<T>(fn: () => T): T {
     this.assertOpen();
     const before = this.revision;
+    let result: T;
     try {
-      return this.transaction.immediate(() => {
-        const result = fn();
+      result = this.transaction.immediate(() => {
+        const value = fn();
         if (this.revision !== before) this.stmts.saveRevision.run(this.revision);
-        return result;
+        return value;
       }) as T;
     } catch (error) {
       this.revision = before;
+      this.uncommitted = [];
+      this.foundExpired.clear();
       throw toEngineError(error);
+    }
+    this.announce();
+    this.settleFoundExpired();
+    return result;
+  }
+
+  /** Hands the committed transaction's changes to the listeners. */
+  private announce(): void {
+    if (this.uncommitted.length === 0) return;
+    const changes = this.uncommitted;
+    this.uncommitted = [];
+    for (const listener of this.listeners) {
+      // A listener's failure must not turn a committed write into a failed one; listeners
+      // (the server's watch hub) report their own errors.
+      try {
+        listener(changes);
+      } catch {
+        /* see above */
+      }
     }
   }
 
@@ -700,6 +833,17 @@ function toRecord(row: RecordRow): KvRecord {
     createdAt: iso(row.created_at),
     updatedAt: iso(row.updated_at),
     expiresAt: row.expires_at === null ? null : iso(row.expires_at),
+  };
+}
+
+function toWatchEvent(row: ChangeRow): WatchEvent {
+  return {
+    kind: row.kind,
+    instanceId: row.instance_id,
+    namespace: row.namespace,
+    key: row.key,
+    record: row.record === null ? null : (JSON.parse(row.record) as KvRecord),
+    revision: row.revision,
   };
 }
 

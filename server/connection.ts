@@ -1,0 +1,78 @@
+import type { IncomingMessage } from 'node:http';
+import type { RawData, WebSocket } from 'ws';
+import { answerFrame, binaryFrameReply, type Answer, type DispatchContext } from './dispatch.js';
+import { describeError, type Logger } from './logger.js';
+import type { WatchSession } from './watch.js';
+
+/** What a connection needs from its server. */
+export interface ConnectionDeps {
+  /** Everything a request sees except the connection's own watch session. */
+  ctx: Omit<DispatchContext, 'session'>;
+  logger: Logger;
+  /** Unread bytes after which the connection is closed with 1013. */
+  maxBufferedBytes: number;
+  heartbeatIntervalMs: number;
+  /** True once the server is shutting down: frames that arrive then are not answered. */
+  isClosing(): boolean;
+  /** Lets the server wait for this work before it closes the database. */
+  track(work: Promise<void>): void;
+}
+
+const CLOSE_TRY_AGAIN_LATER = 1013;
+
+/**
+ * Serves one WebSocket: answers each frame with exactly one reply frame, pushes watch events,
+ * pings to find dead peers, and closes a peer that does not read what it is sent.
+ */
+export function serveConnection(ws: WebSocket, request: IncomingMessage, deps: ConnectionDeps): void {
+  const { logger, maxBufferedBytes } = deps;
+  const peer = `${request.socket.remoteAddress}:${request.socket.remotePort}`;
+  const session: WatchSession = {
+    push(frame) {
+      if (ws.readyState !== ws.OPEN) return false;
+      ws.send(frame);
+      return true;
+    },
+    bufferedBytes: () => ws.bufferedAmount,
+    close: (code, reason) => ws.close(code, reason),
+  };
+  const ctx: DispatchContext = { ...deps.ctx, session };
+
+  // Without an error listener, one invalid frame (bad UTF-8, oversize) would crash the process.
+  ws.on('error', (error) => logger.debug('websocket error', { peer, ...describeError(error) }));
+
+  let alive = true;
+  ws.on('pong', () => void (alive = true));
+  const heartbeat = setInterval(() => {
+    if (!alive) return void ws.terminate();
+    alive = false;
+    ws.ping();
+  }, deps.heartbeatIntervalMs);
+  heartbeat.unref();
+  ws.on('close', () => {
+    clearInterval(heartbeat);
+    ctx.watch.dropSession(session);
+  });
+
+  const send = ({ frame, afterSend }: Answer) => {
+    if (ws.readyState !== ws.OPEN) return;
+    ws.send(frame);
+    for (const task of afterSend) task();
+    if (ws.bufferedAmount > maxBufferedBytes) {
+      logger.warn('closing a connection that does not read what it is sent', { peer, bufferedBytes: ws.bufferedAmount });
+      ctx.watch.dropSession(session);
+      ws.close(CLOSE_TRY_AGAIN_LATER, 'too many unread replies');
+    }
+  };
+
+  ws.on('message', (data: RawData, isBinary: boolean) => {
+    if (deps.isClosing() || ws.readyState !== ws.OPEN) return;
+    const answer = isBinary ? Promise.resolve({ frame: binaryFrameReply(), afterSend: [] }) : answerFrame(rawText(data), ctx, logger);
+    deps.track(answer.then(send).catch((error: unknown) => logger.error('failed to answer a frame', { peer, ...describeError(error) })));
+  });
+}
+
+function rawText(data: RawData): string {
+  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
+  return Buffer.from(data as ArrayBuffer).toString('utf8');
+}

@@ -1,0 +1,59 @@
+import type { ChangeRetention, StorageEngine } from './storage/engine.js';
+import { describeError, type Logger } from './logger.js';
+
+/** Rows handled per transaction: small, so housekeeping never holds the writer for long. */
+const BATCH = 256;
+
+/** Defaults of the change log's retention. */
+export const DEFAULT_CHANGE_RETENTION: ChangeRetention = { maxCount: 100_000, maxAgeMs: 24 * 60 * 60 * 1000 };
+
+/**
+ * Runs `step` every `intervalMs`: each run repeats it (yielding to other work in between) while
+ * it handles a full batch, so a backlog is worked off quickly without blocking requests.
+ */
+function every(intervalMs: number, what: string, step: () => Promise<number>, logger: Logger): { stop(): Promise<void> } {
+  let running: Promise<void> | undefined;
+  let stopped = false;
+  const run = async () => {
+    try {
+      while (!stopped && (await step()) === BATCH) await new Promise((resolve) => setImmediate(resolve));
+    } catch (error) {
+      logger.error(`${what} failed`, describeError(error));
+    }
+  };
+  const timer = setInterval(() => {
+    running ??= run().finally(() => (running = undefined));
+  }, intervalMs);
+  timer.unref();
+  return {
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      await running;
+    },
+  };
+}
+
+/** Options of {@link startHousekeeping}. */
+export interface HousekeepingOptions {
+  sweepIntervalMs: number;
+  pruneIntervalMs: number;
+  retention: ChangeRetention;
+}
+
+/**
+ * Background upkeep of the store: the sweeper deletes expired keys (reads already ignore them;
+ * sweeping reclaims space and announces the expiry to watchers), and the pruner trims the change
+ * log to its retention so it does not grow without bound.
+ */
+export function startHousekeeping(engine: StorageEngine, options: HousekeepingOptions, logger: Logger): { stop(): Promise<void> } {
+  const jobs = [
+    every(options.sweepIntervalMs, 'sweeping expired keys', () => engine.sweepExpired(BATCH), logger),
+    every(options.pruneIntervalMs, 'pruning the change log', () => engine.pruneChanges(options.retention, BATCH), logger),
+  ];
+  return {
+    async stop() {
+      await Promise.all(jobs.map((job) => job.stop()));
+    },
+  };
+}
