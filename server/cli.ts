@@ -36,7 +36,7 @@ async function main(argv: string[]): Promise<void> {
       },
     }).values;
   } catch (error) {
-    return fail(`${(error as Error).message.replace(/\.+$/, "")}.\n\n${USAGE}`, 2);
+    return fail(`${(error as Error).message.replace(/\.+$/, '')}.\n\n${USAGE}`, 2);
   }
   if (flags.help) {
     process.stdout.write(`${USAGE}\n`);

@@ -53,6 +53,14 @@ const MAX_BACKLOG = 100_000;
 const REPLAY_DRAIN_TIMEOUT_MS = 30_000;
 const CLOSE_TRY_AGAIN_LATER = 1013;
 
+/** Each event is serialized once, however many subscriptions it goes to. */
+const serialized = new WeakMap<WatchEvent, string>();
+function eventJson(event: WatchEvent): string {
+  let json = serialized.get(event);
+  if (json === undefined) serialized.set(event, (json = JSON.stringify(event)));
+  return json;
+}
+
 /** True when `event` concerns what `filter` watches. */
 export function matches(filter: WatchFilter, event: WatchEvent): boolean {
   if (event.instanceId !== filter.instanceId) return false;
@@ -222,7 +230,7 @@ export class WatchHub {
   }
 
   private send(subscription: Subscription, event: WatchEvent): void {
-    const frame = `{"type":"${EVENT_PUSH_TYPE}","subscriptionId":${JSON.stringify(subscription.id)},"event":${JSON.stringify(event)},"timestamp":"${new Date().toISOString()}"}`;
+    const frame = `{"type":"${EVENT_PUSH_TYPE}","subscriptionId":${JSON.stringify(subscription.id)},"event":${eventJson(event)},"timestamp":"${new Date().toISOString()}"}`;
     if (!subscription.session.push(frame)) return this.remove(subscription);
     // An instance deletion ends every subscription on it.
     if (event.kind === 'instanceDeleted') this.remove(subscription);
