@@ -5,6 +5,7 @@ import { Connection, type ConnectionState, type Logger, type RequestOptions, typ
 import { InstanceHandle, type InstanceOptions } from './handles.js';
 import { KvStoreApi, type Send } from './kv-store.js';
 import type { WebSocketConstructor } from './transport.js';
+import { WatchHub } from './watch.js';
 
 /** Options of {@link createClient}. */
 export interface ClientOptions {
@@ -70,6 +71,7 @@ export class KvClient {
   readonly kvStore: KvStoreApi;
   private readonly connection: Connection;
   private readonly send: Send;
+  private readonly watches: WatchHub;
 
   /** Connects at once; prefer {@link createClient}. */
   constructor(options: ClientOptions = {}) {
@@ -92,7 +94,15 @@ export class KvClient {
       logger: options.logger,
     });
     this.send = (type, params, requestOptions) => this.connection.request(type, params, requestOptions);
-    this.kvStore = new KvStoreApi(this.send);
+    const connection = this.connection;
+    this.watches = new WatchHub({
+      send: this.send,
+      logger: options.logger,
+      state: () => connection.state,
+      onPush: (listener) => connection.onPush(listener),
+      onStateChange: (listener) => connection.onStateChange(listener),
+    });
+    this.kvStore = new KvStoreApi(this.send, this.watches);
   }
 
   /** Where the connection stands: `connecting`, `ready`, `reconnecting` or `closed`. */
@@ -129,14 +139,17 @@ export class KvClient {
 
   /** A typed handle on instance `id`; handle methods throw `KvError` on failure. */
   instance(id: string, options: InstanceOptions = {}): InstanceHandle {
-    return new InstanceHandle({ send: this.send, instanceId: id, autoCreate: options.autoCreate === true });
+    return new InstanceHandle({ send: this.send, watches: this.watches, instanceId: id, autoCreate: options.autoCreate === true });
   }
 
   /**
    * Closes the client for good: pending requests that were sent reject with CONNECTION_CLOSED,
-   * queued ones and later calls with NOT_CONNECTED. Resolves once the socket is closed.
+   * queued ones and later calls with NOT_CONNECTED. Every watch subscription ends normally (its
+   * iteration finishes after the events already queued; `onError` is not called); the server
+   * frees them with the socket. Resolves once the socket is closed.
    */
   close(): Promise<void> {
+    this.watches.close();
     return this.connection.close();
   }
 }

@@ -118,6 +118,7 @@ export class Connection {
   private current: ConnectionState = 'connecting';
   private readonly pending = new Map<string, Pending>();
   private readonly pushListeners = new Set<(message: PushMessage) => void>();
+  private readonly stateListeners = new Set<(state: ConnectionState) => void>();
   private seq = 0;
   /** Failed connection attempts since the last successful greeting. */
   private attempt = 0;
@@ -160,6 +161,16 @@ export class Connection {
   }
 
   /**
+   * Subscribes to changes of {@link state}. `ready` is reported after the greeting, before the
+   * requests queued while disconnected go out; `closed` after pending requests were rejected.
+   * Returns the unsubscribe function.
+   */
+  onStateChange(listener: (state: ConnectionState) => void): () => void {
+    this.stateListeners.add(listener);
+    return () => this.stateListeners.delete(listener);
+  }
+
+  /**
    * Sends one request and resolves with its reply envelope — a `success: false` reply included.
    * Rejects with a {@link KvError} only for local failures: TIMEOUT, ABORTED, CONNECTION_CLOSED,
    * NOT_CONNECTED, params that are not JSON (VALIDATION_ERROR), or a frame larger than the
@@ -191,7 +202,7 @@ export class Connection {
   // ------------------------------------------------------------------ connecting
 
   private connect(): void {
-    this.current = 'connecting';
+    this.enter('connecting');
     const generation = ++this.generation;
     this.settings.logger?.debug?.('connecting', { url: this.settings.url, attempt: this.attempt });
     openSocket(this.settings, this.settings.WebSocket).then(
@@ -269,6 +280,7 @@ export class Connection {
     if (this.ready.settled) this.ready = deferred();
     this.ready.resolve(info);
     this.settings.logger?.debug?.('ready', { serverVersion: info.serverVersion });
+    this.emitState();
     // Requests made while disconnected go out now, in the order they were made.
     for (const [requestId, entry] of this.pending) if (!entry.sent) this.transmit(entry, requestId);
   }
@@ -286,7 +298,7 @@ export class Connection {
       this.shutdown(new KvError('NOT_CONNECTED', 'the connection is closed and reconnecting is disabled', { cause: reason }));
       return;
     }
-    this.current = 'reconnecting';
+    this.enter('reconnecting');
     const delay = backoffDelay(this.attempt++, reconnect);
     this.settings.logger?.debug?.(`reconnecting in ${Math.round(delay)} ms`);
     this.reconnectTimer = setTimeout(() => {
@@ -317,6 +329,25 @@ export class Connection {
     else {
       this.ready = deferred();
       this.ready.reject(readyError);
+    }
+    this.emitState();
+  }
+
+  /** Moves to `state` and tells the state listeners, if it is a change. */
+  private enter(state: ConnectionState): void {
+    if (this.current === state) return;
+    this.current = state;
+    this.emitState();
+  }
+
+  private emitState(): void {
+    const state = this.current;
+    for (const listener of this.stateListeners) {
+      try {
+        listener(state);
+      } catch (error) {
+        this.settings.logger?.warn?.('a state listener threw', error);
+      }
     }
   }
 

@@ -4,6 +4,7 @@ import type { RequestOptions } from './connection.js';
 import { KvError } from './errors.js';
 import type { Send } from './kv-store.js';
 import { decodeRecord, fromWireValue, toWireValue } from './values.js';
+import type { InstanceWatchOptions, NamespaceWatchOptions, Subscription, WatchHub } from './watch.js';
 
 /** Options of `client.instance(id, options)`. */
 export interface InstanceOptions {
@@ -113,6 +114,7 @@ export type IterateOptions = Omit<ListOptions, 'keysOnly'>;
 
 interface Context {
   readonly send: Send;
+  readonly watches: WatchHub;
   readonly instanceId: string;
   readonly autoCreate: boolean;
 }
@@ -201,6 +203,20 @@ export class InstanceHandle {
   async count(options?: RequestOptions): Promise<number> {
     const data = await read(this.ctx, 'kvStore.getRecordCount', { instanceId: this.id }, options);
     return data === ABSENT ? 0 : data.count;
+  }
+
+  /**
+   * Subscribes to every change of this instance, in every namespace (see {@link Subscription}).
+   * Binary values in event records are decoded to `Uint8Array`. Fails with INSTANCE_NOT_FOUND
+   * when the instance does not exist, `autoCreate` or not: create it first.
+   *
+   * @example
+   * for await (const event of client.instance('app').watch()) {
+   *   if (event.kind === 'set') render(event.namespace, event.key, event.record?.value);
+   * }
+   */
+  watch(options: InstanceWatchOptions = {}): Subscription {
+    return this.ctx.watches.open({ instanceId: this.id }, options, true);
   }
 }
 
@@ -397,6 +413,30 @@ export class NamespaceHandle {
   async count(options?: RequestOptions): Promise<number> {
     const data = await read(this.ctx, 'kvStore.getRecordCount', { instanceId: this.instanceId, namespace: this.name }, options);
     return data === ABSENT ? 0 : data.count;
+  }
+
+  /**
+   * Subscribes to the changes of this namespace (nested namespaces are separate and not
+   * included), of one `key`, or of the keys starting with `prefix` (see {@link Subscription}).
+   * Binary values in event records are decoded to `Uint8Array`. Fails with INSTANCE_NOT_FOUND
+   * when the instance does not exist, `autoCreate` or not.
+   *
+   * @example
+   * const tasks = client.instance('app').namespace('tasks');
+   * for await (const event of tasks.watch({ prefix: 'todo:', fromRevision: saved })) {
+   *   await handle(event);
+   *   saved = event.revision;
+   * }
+   */
+  watch(options: NamespaceWatchOptions = {}): Subscription {
+    const { key, prefix, ...callbacks } = options;
+    const filter = {
+      instanceId: this.instanceId,
+      namespace: this.name,
+      ...(key !== undefined ? { key } : {}),
+      ...(prefix !== undefined ? { prefix } : {}),
+    };
+    return this.ctx.watches.open(filter, callbacks, true);
   }
 
   /** Deletes every key of this namespace (not of nested ones); returns how many went. */

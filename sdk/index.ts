@@ -30,6 +30,15 @@ export {
   type SetnxOptions,
   type UpdateOptions,
 } from './handles.js';
+export {
+  Subscription,
+  type InstanceWatchOptions,
+  type NamespaceWatchOptions,
+  type SubscriptionState,
+  type WatchCallbacks,
+  type WatchOptions,
+  type WatchReady,
+} from './watch.js';
 export { BINARY_CONTENT_TYPE, base64ToBytes, bytesToBase64 } from './values.js';
 export { ErrorCode } from '../protocol/errors.js';
 export { PROTOCOL_VERSION } from '../protocol/limits.js';
@@ -47,4 +56,6 @@ export type {
   ReplyData,
   RequestType,
   SuccessReply,
+  WatchEvent,
+  WatchEventKind,
 } from '../protocol/index.js';

@@ -1,6 +1,7 @@
 import type { ParamsInput, Query, Reply, RequestType } from '../protocol/index.js';
 import type { RequestOptions } from './connection.js';
 import { toWireValue } from './values.js';
+import type { Subscription, WatchHub, WatchOptions } from './watch.js';
 
 /** Sends one request and resolves with its reply envelope (the client's `request`, untyped in its rest args). */
 export type Send = <T extends RequestType>(type: T, params: ParamsInput<T>, options?: RequestOptions) => Promise<Reply<T>>;
@@ -77,8 +78,14 @@ function defined<T extends object>(obj: T): T {
  * (the typed handles of `client.instance()` turn it back into bytes).
  */
 export class KvStoreApi {
-  /** @param send sends one request and resolves with its reply */
-  constructor(private readonly send: Send) {}
+  /**
+   * @param send sends one request and resolves with its reply
+   * @param watches the client's subscriptions; without it `watch()` throws
+   */
+  constructor(
+    private readonly send: Send,
+    private readonly watches?: WatchHub,
+  ) {}
 
   // ---------------------------------------------------------------- Codebolt-compatible
 
@@ -225,5 +232,23 @@ export class KvStoreApi {
       return { ...rest, ...toWireValue(value, contentType) };
     });
     return this.send('kvStore.atomic', { ...params, ops } as ParamsInput<'kvStore.atomic'>, options);
+  }
+
+  /**
+   * Subscribes to the changes of an instance — all of it, one `namespace`, one `key` or a key
+   * `prefix` of a namespace — and returns a {@link Subscription}: iterate it with `for await`, or
+   * pass `onEvent`. Unlike the other methods, failures do not come back as a reply: the iterator
+   * throws a `KvError`, `ready` rejects and `onError` is called (INSTANCE_NOT_FOUND,
+   * VALIDATION_ERROR, COMPACTED, ...). Records in events are as they came (binary values as
+   * base64); the handles' `watch()` decodes them.
+   *
+   * @example
+   * const sub = client.kvStore.watch('app', { namespace: 'users', prefix: 'u' });
+   * for await (const event of sub) render(event.kind, event.key, event.record?.value);
+   */
+  watch(instanceId: string, options: WatchOptions = {}): Subscription {
+    if (this.watches === undefined) throw new TypeError('this KvStoreApi was made without a watch hub; use client.kvStore');
+    const { namespace, key, prefix, ...callbacks } = options;
+    return this.watches.open(defined({ instanceId, namespace, key, prefix }), callbacks, false);
   }
 }
