@@ -56,13 +56,16 @@ export function serveConnection(ws: WebSocket, request: IncomingMessage, deps: C
 
   const send = ({ frame, afterSend }: Answer) => {
     if (ws.readyState !== ws.OPEN) return;
-    ws.send(frame);
-    for (const task of afterSend) task();
+    // What is still unsent from earlier frames measures whether the peer reads; a single large
+    // reply may exceed the cap on its own and is fine.
     if (ws.bufferedAmount > maxBufferedBytes) {
       logger.warn('closing a connection that does not read what it is sent', { peer, bufferedBytes: ws.bufferedAmount });
       ctx.watch.dropSession(session);
       ws.close(CLOSE_TRY_AGAIN_LATER, 'too many unread replies');
+      return;
     }
+    ws.send(frame);
+    for (const task of afterSend) task();
   };
 
   ws.on('message', (data: RawData, isBinary: boolean) => {

@@ -39,6 +39,8 @@ export interface HousekeepingOptions {
   sweepIntervalMs: number;
   pruneIntervalMs: number;
   retention: ChangeRetention;
+  /** The oldest revision the change log must keep for replays under way. */
+  keepFrom(): number | undefined;
 }
 
 /**
@@ -49,7 +51,7 @@ export interface HousekeepingOptions {
 export function startHousekeeping(engine: StorageEngine, options: HousekeepingOptions, logger: Logger): { stop(): Promise<void> } {
   const jobs = [
     every(options.sweepIntervalMs, 'sweeping expired keys', () => engine.sweepExpired(BATCH), logger),
-    every(options.pruneIntervalMs, 'pruning the change log', () => engine.pruneChanges(options.retention, BATCH), logger),
+    every(options.pruneIntervalMs, 'pruning the change log', () => engine.pruneChanges(options.retention, BATCH, options.keepFrom()), logger),
   ];
   return {
     async stop() {

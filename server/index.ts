@@ -117,6 +117,7 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
       sweepIntervalMs: options.sweepIntervalMs ?? 250,
       pruneIntervalMs: options.pruneIntervalMs ?? 5000,
       retention: { ...DEFAULT_CHANGE_RETENTION, ...options.changeRetention },
+      keepFrom: () => watch.replayFloor(),
     },
     logger,
   );

@@ -42,6 +42,8 @@ interface Subscription {
   phase: Phase;
   /** Changes before and at this revision come from the replay (or were before the subscription). */
   startRevision: number;
+  /** The replay has sent everything up to this revision; undefined when there is nothing to replay. */
+  replayedThrough: number | undefined;
   backlog: WatchEvent[];
 }
 
@@ -49,7 +51,7 @@ interface Subscription {
 const REPLAY_PAGE = 1000;
 /** Changes a subscription may hold back while it replays before it counts as not keeping up. */
 const MAX_BACKLOG = 100_000;
-/** How long a replay waits for a subscriber to read what was sent before giving up on it. */
+/** How long a replay waits for a subscriber that reads nothing before giving up on it. */
 const REPLAY_DRAIN_TIMEOUT_MS = 30_000;
 const CLOSE_TRY_AGAIN_LATER = 1013;
 
@@ -108,6 +110,7 @@ export class WatchHub {
       fromRevision,
       phase: 'pending',
       startRevision: Number.POSITIVE_INFINITY,
+      replayedThrough: fromRevision,
       backlog: [],
     };
     this.add(subscription);
@@ -146,6 +149,21 @@ export class WatchHub {
     for (const subscription of this.byId.values()) if (subscription.session === session) this.remove(subscription);
   }
 
+  /**
+   * The oldest revision a replay under way (or about to start) still has to send, which the
+   * change log must keep; undefined when no replay needs anything.
+   */
+  replayFloor(): number | undefined {
+    let floor: number | undefined;
+    for (const subscription of this.byId.values()) {
+      const next = subscription.replayedThrough;
+      if (next !== undefined && (subscription.phase === 'pending' || subscription.phase === 'replaying')) {
+        floor = Math.min(floor ?? Number.POSITIVE_INFINITY, next + 1);
+      }
+    }
+    return floor;
+  }
+
   /** Number of subscriptions, for stats and tests. */
   get size(): number {
     return this.byId.size;
@@ -181,9 +199,14 @@ export class WatchHub {
     while (after < subscription.startRevision && subscription.phase === 'replaying') {
       const page = await this.engine.changesSince(subscription.filter.instanceId, after, subscription.startRevision, REPLAY_PAGE);
       if (page.length === 0) break;
-      for (const event of page) if (matches(subscription.filter, event)) this.send(subscription, event);
-      after = page.at(-1)!.revision;
-      await this.drained(subscription);
+      for (const event of page) {
+        if (subscription.phase !== 'replaying') return;
+        if (matches(subscription.filter, event)) this.send(subscription, event);
+        // The pruner keeps what is still to be sent (see replayFloor).
+        subscription.replayedThrough = after = event.revision;
+        if (subscription.session.bufferedBytes() > this.options.maxBufferedBytes / 4) await this.drained(subscription);
+      }
+      await new Promise((resolve) => setImmediate(resolve));
     }
     if (subscription.phase !== 'replaying') return;
     // Changes committed during the replay waited in the backlog; they follow without a gap.
@@ -193,14 +216,20 @@ export class WatchHub {
     for (const event of backlog) this.deliver(subscription, event);
   }
 
-  /** Waits until the subscriber has read most of what was sent, so a replay paces itself to it. */
+  /**
+   * Waits until the subscriber has read most of what was sent, so a replay paces itself to it;
+   * gives up on a subscriber that reads nothing for REPLAY_DRAIN_TIMEOUT_MS.
+   */
   private async drained(subscription: Subscription): Promise<void> {
-    const deadline = Date.now() + REPLAY_DRAIN_TIMEOUT_MS;
-    while (subscription.phase === 'replaying' && subscription.session.bufferedBytes() > this.options.maxBufferedBytes / 4) {
+    let unsent = subscription.session.bufferedBytes();
+    let deadline = Date.now() + REPLAY_DRAIN_TIMEOUT_MS;
+    while (subscription.phase === 'replaying' && unsent > this.options.maxBufferedBytes / 8) {
       if (Date.now() > deadline) return this.tooSlow(subscription, 'subscriber is not reading its events');
       await new Promise((resolve) => setTimeout(resolve, 5));
+      const now = subscription.session.bufferedBytes();
+      if (now < unsent) deadline = Date.now() + REPLAY_DRAIN_TIMEOUT_MS;
+      unsent = now;
     }
-    await new Promise((resolve) => setImmediate(resolve));
   }
 
   private dispatch(changes: readonly WatchEvent[]): void {
@@ -223,10 +252,11 @@ export class WatchHub {
 
   private deliver(subscription: Subscription, event: WatchEvent): void {
     if (event.revision <= subscription.startRevision) return;
-    this.send(subscription, event);
+    // Unsent bytes from earlier frames show whether the subscriber reads at all.
     if (subscription.session.bufferedBytes() > this.options.maxBufferedBytes) {
-      this.tooSlow(subscription, 'subscriber is not reading its events');
+      return this.tooSlow(subscription, 'subscriber is not reading its events');
     }
+    this.send(subscription, event);
   }
 
   private send(subscription: Subscription, event: WatchEvent): void {

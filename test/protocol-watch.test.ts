@@ -289,3 +289,45 @@ describe('change log retention and backpressure', () => {
     await client.close();
   });
 });
+
+describe('a replay under way', () => {
+  it('keeps the changes it still has to send, even when retention would drop them meanwhile', async () => {
+    const busy = await startTestServer({ changeRetention: { maxCount: 1200 }, pruneIntervalMs: 10, durability: 'normal', maxBufferedBytes: 1024 * 1024 });
+    try {
+      const client = await connectRaw(busy.url);
+      const big = 'b'.repeat(10_000);
+      for (let i = 0; i < 12; i++) {
+        await call(client, 'kvStore.setMany', { instanceId: 'floor', namespace: 'n', autoCreateInstance: true, entries: Array.from({ length: 100 }, (_, k) => ({ key: `k${i}-${k}`, value: big })) });
+      }
+      const engine = busy.server.engine;
+      const from = 0;
+      // A reader that pauses mid-replay (12 MB of events, more than one page of the log) while
+      // 1300 more changes arrive, enough for retention to want the replay's next page gone.
+      const reader = await connectRaw(busy.url);
+      const revisions: number[] = [];
+      reader.socket.on('message', (data) => {
+        const frame = JSON.parse(String(data));
+        if (frame.type === 'kvStore.event') revisions.push(frame.event.revision);
+      });
+      reader.send({ type: 'kvStore.watch', requestId: rid(), params: { instanceId: 'floor', fromRevision: from } });
+      reader.socket.pause();
+      // Wait until the replay has filled the socket and is waiting for the reader.
+      await sleep(300);
+      for (let i = 0; i < 13; i++) {
+        await call(client, 'kvStore.setMany', { instanceId: 'floor', namespace: 'm', entries: Array.from({ length: 100 }, (_, k) => ({ key: `s${k}`, value: i })) });
+      }
+      await sleep(200);
+      reader.socket.resume();
+      const last = await engine.currentRevision();
+      const deadline = Date.now() + 10_000;
+      while (revisions.at(-1) !== last && Date.now() < deadline) await sleep(20);
+      expect(revisions).toEqual(Array.from({ length: last - from }, (_, i) => from + 1 + i));
+      // Once the replay is done, retention applies again.
+      while ((await engine.oldestRevision()) <= from + 1 && Date.now() < deadline) await sleep(20);
+      expect(await engine.oldestRevision()).toBeGreaterThan(from + 1);
+      await Promise.all([reader.close(), client.close()]);
+    } finally {
+      await busy.close();
+    }
+  }, 30_000);
+});

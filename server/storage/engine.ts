@@ -85,9 +85,10 @@ export interface StorageEngine {
   oldestRevision(): Promise<number>;
   /**
    * Drops logged changes beyond the newest `maxCount` or older than `maxAgeMs`, at most `limit`
-   * in one call; returns how many. Replays from before the oldest kept revision are COMPACTED.
+   * in one call, but none from revision `keepFrom` on (a replay under way still needs them);
+   * returns how many. Replays from before the oldest kept revision are COMPACTED.
    */
-  pruneChanges(retention: ChangeRetention, limit: number): Promise<number>;
+  pruneChanges(retention: ChangeRetention, limit: number, keepFrom?: number): Promise<number>;
   /** Deletes up to `limit` expired keys (each takes a revision); returns how many. */
   sweepExpired(limit: number): Promise<number>;
   /** Flushes and releases the database. Idempotent. */

@@ -425,7 +425,8 @@ class SqliteEngine implements StorageEngine {
       const now = this.now();
       this.requireInstance(instanceId, input.autoCreate, now);
       for (const check of input.checks) {
-        const current = this.liveRow(instanceId, check.namespace, check.key, now);
+        // Like the ops' keys, a checked key found expired has its expiry recorded first.
+        const current = this.rowForWrite(instanceId, check.namespace, check.key, now);
         if (check.version === null ? current !== null : current?.version !== check.version) {
           const expected = check.version === null ? 'to be absent' : `at version ${check.version}`;
           throw conflict(`check failed: key '${check.key}' in namespace '${check.namespace}' was expected ${expected}`, current);
@@ -536,7 +537,7 @@ class SqliteEngine implements StorageEngine {
     return this.read(() => this.oldestChange);
   }
 
-  async pruneChanges(retention: ChangeRetention, limit: number): Promise<number> {
+  async pruneChanges(retention: ChangeRetention, limit: number, keepFrom = Infinity): Promise<number> {
     return this.write(() => {
       const countCutoff = this.revision - retention.maxCount;
       const ageCutoff = this.now() - retention.maxAgeMs;
@@ -544,7 +545,7 @@ class SqliteEngine implements StorageEngine {
       let last: number | undefined;
       let dropped = 0;
       for (const row of this.stmts.oldestChanges.all(limit)) {
-        if (row.revision > countCutoff && row.created_at >= ageCutoff) break;
+        if (row.revision >= keepFrom || (row.revision > countCutoff && row.created_at >= ageCutoff)) break;
         last = row.revision;
         dropped++;
       }
