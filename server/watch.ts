@@ -45,11 +45,13 @@ interface Subscription {
   /** The replay has sent everything up to this revision; undefined when there is nothing to replay. */
   replayedThrough: number | undefined;
   backlog: WatchEvent[];
+  /** Serialized size of the backlog, bounded like a connection's unsent bytes. */
+  backlogBytes: number;
 }
 
 /** Changes read from the log per step of a replay. */
 const REPLAY_PAGE = 1000;
-/** Changes a subscription may hold back while it replays before it counts as not keeping up. */
+/** Changes a subscription may hold back while it replays before it counts as not keeping up (its bytes are bounded by maxBufferedBytes too). */
 const MAX_BACKLOG = 100_000;
 /** How long a replay waits for a subscriber that reads nothing before giving up on it. */
 const REPLAY_DRAIN_TIMEOUT_MS = 30_000;
@@ -102,7 +104,6 @@ export class WatchHub {
     filter: WatchFilter,
     fromRevision: number | undefined,
   ): Promise<{ subscriptionId: string; revision: number }> {
-    await this.engine.getInstance(filter.instanceId);
     const subscription: Subscription = {
       id: nanoid(),
       session,
@@ -112,11 +113,15 @@ export class WatchHub {
       startRevision: Number.POSITIVE_INFINITY,
       replayedThrough: fromRevision,
       backlog: [],
+      backlogBytes: 0,
     };
+    // Registered before anything is read, so a change committed meanwhile (even the instance's
+    // deletion) is held for it rather than missed.
     this.add(subscription);
     try {
       subscription.startRevision = await this.engine.currentRevision();
       if (fromRevision !== undefined) await this.checkFrom(fromRevision, subscription.startRevision);
+      await this.checkInstance(filter.instanceId, fromRevision, subscription.startRevision);
     } catch (error) {
       this.remove(subscription);
       throw error;
@@ -176,6 +181,22 @@ export class WatchHub {
 
   // ------------------------------------------------------------------ internals
 
+  /**
+   * INSTANCE_NOT_FOUND for a missing instance — unless the change log still holds changes of it
+   * after `fromRevision`: a client resuming after the instance was deleted gets those changes,
+   * ending with instanceDeleted, rather than losing them.
+   */
+  private async checkInstance(instanceId: string, fromRevision: number | undefined, current: number): Promise<void> {
+    try {
+      await this.engine.getInstance(instanceId);
+    } catch (error) {
+      const missing = error instanceof ProtocolError && error.code === ErrorCode.INSTANCE_NOT_FOUND;
+      if (!missing || fromRevision === undefined) throw error;
+      const missed = await this.engine.changesSince(instanceId, fromRevision, current, 1);
+      if (missed.length === 0) throw error;
+    }
+  }
+
   private async checkFrom(fromRevision: number, current: number): Promise<void> {
     if (fromRevision > current) {
       throw new ProtocolError(
@@ -212,7 +233,9 @@ export class WatchHub {
     // Changes committed during the replay waited in the backlog; they follow without a gap.
     const backlog = subscription.backlog;
     subscription.backlog = [];
+    subscription.backlogBytes = 0;
     subscription.phase = 'live';
+    // deliver() stops once the subscription ends (instanceDeleted, or a subscriber too slow).
     for (const event of backlog) this.deliver(subscription, event);
   }
 
@@ -247,11 +270,14 @@ export class WatchHub {
   /** Keeps a change for a subscription that is not live yet; deliver() later drops those at or before its start. */
   private holdBack(subscription: Subscription, event: WatchEvent): void {
     subscription.backlog.push(event);
-    if (subscription.backlog.length > MAX_BACKLOG) this.tooSlow(subscription, 'subscriber fell too far behind');
+    subscription.backlogBytes += eventJson(event).length;
+    if (subscription.backlog.length > MAX_BACKLOG || subscription.backlogBytes > this.options.maxBufferedBytes) {
+      this.tooSlow(subscription, 'subscriber fell too far behind');
+    }
   }
 
   private deliver(subscription: Subscription, event: WatchEvent): void {
-    if (event.revision <= subscription.startRevision) return;
+    if (subscription.phase !== 'live' || event.revision <= subscription.startRevision) return;
     // Unsent bytes from earlier frames show whether the subscriber reads at all.
     if (subscription.session.bufferedBytes() > this.options.maxBufferedBytes) {
       return this.tooSlow(subscription, 'subscriber is not reading its events');
@@ -282,6 +308,7 @@ export class WatchHub {
   private remove(subscription: Subscription): void {
     subscription.phase = 'ended';
     subscription.backlog = [];
+    subscription.backlogBytes = 0;
     this.byId.delete(subscription.id);
     const set = this.byInstance.get(subscription.filter.instanceId);
     set?.delete(subscription);

@@ -110,6 +110,25 @@ describe('kvStore.watch', () => {
     await Promise.all([byNs.close(), byKey.close(), byPrefix.close()]);
   });
 
+  it('a read that finds a key expired announces the expiry at once, once per key, without waiting for the sweeper', async () => {
+    const slowSweep = await startTestServer({ sweepIntervalMs: 60_000 });
+    try {
+      const client = await connectRaw(slowSweep.url);
+      await call(client, 'kvStore.set', { instanceId: 'rx', namespace: 'n', key: 'k', value: 1, ttlMs: 20, autoCreateInstance: true });
+      const sub = await subscribe({ instanceId: 'rx' }, slowSweep.url);
+      await sleep(30);
+      expect(sub.events).toHaveLength(0);
+      expect((await call(client, 'kvStore.get', { instanceId: 'rx', namespace: 'n', key: 'k' })).exists).toBe(false);
+      expect((await call(client, 'kvStore.ttl', { instanceId: 'rx', namespace: 'n', key: 'k' })).exists).toBe(false);
+      expect((await sub.until(1)).map((e) => [e.kind, e.key])).toEqual([['expire', 'k']]);
+      await sleep(50);
+      expect(sub.events).toHaveLength(1);
+      await Promise.all([sub.close(), client.close()]);
+    } finally {
+      await slowSweep.close();
+    }
+  });
+
   it('announces expiry from the sweeper, and at once when a read finds a key expired, once per key', async () => {
     const id = fresh();
     await write('kvStore.createInstance', { name: id, id });
@@ -151,6 +170,42 @@ describe('kvStore.watch', () => {
     await write('kvStore.set', { instanceId: id, namespace: 'n', key: 'k', value: 1, autoCreateInstance: true });
     await sleep(50);
     expect(sub.events).toHaveLength(1);
+    await sub.close();
+  });
+
+  it('nothing follows instanceDeleted, even changes held while the reply was on its way (regression)', async () => {
+    const id = fresh();
+    await write('kvStore.createInstance', { name: id, id });
+    const client = await connectRaw(server.url);
+    const frames: any[] = [];
+    client.socket.on('message', (data) => frames.push(JSON.parse(String(data))));
+    client.send([
+      { type: 'kvStore.watch', requestId: rid(), params: { instanceId: id } },
+      { type: 'kvStore.deleteInstance', requestId: rid(), params: { instanceId: id } },
+      { type: 'kvStore.set', requestId: rid(), params: { instanceId: id, namespace: 'n', key: 'k', value: 1, autoCreateInstance: true } },
+    ]);
+    const deadline = Date.now() + 5000;
+    while (!frames.some((f) => f.type === 'kvStore.event') && Date.now() < deadline) await sleep(5);
+    await sleep(100);
+    const events = frames.filter((f) => f.type === 'kvStore.event').map((f) => f.event.kind);
+    expect(events).toEqual(['instanceDeleted']);
+    await client.close();
+  });
+
+  it('a client resuming after its instance was deleted still gets the changes it missed, ending with instanceDeleted', async () => {
+    const id = fresh();
+    const before = (await write('kvStore.set', { instanceId: id, namespace: 'n', key: 'a', value: 1, autoCreateInstance: true })).record.revision;
+    await write('kvStore.set', { instanceId: id, namespace: 'n', key: 'b', value: 2 });
+    await write('kvStore.deleteInstance', { instanceId: id });
+    const count = server.server.subscriptionCount();
+    const sub = await subscribe({ instanceId: id, fromRevision: before });
+    expect(sub.reply).toMatchObject({ success: true });
+    expect((await sub.until(2)).map((e) => [e.kind, e.key])).toEqual([['set', 'b'], ['instanceDeleted', null]]);
+    await sleep(20);
+    expect(server.server.subscriptionCount()).toBe(count);
+    // Without anything missed to replay, a missing instance is still INSTANCE_NOT_FOUND.
+    const current = sub.reply.data.revision;
+    expect(await writer.request({ type: 'kvStore.watch', requestId: rid(), params: { instanceId: id, fromRevision: current } })).toMatchObject({ code: 'INSTANCE_NOT_FOUND' });
     await sub.close();
   });
 

@@ -684,10 +684,15 @@ class SqliteEngine implements StorageEngine {
     if (this.foundExpired.size === 0) return;
     const found = [...this.foundExpired.values()];
     this.foundExpired.clear();
-    this.write(() => {
-      const now = this.now();
-      for (const row of found) this.rowForWrite(row.instance_id, row.namespace, row.key, now);
-    });
+    try {
+      this.write(() => {
+        const now = this.now();
+        for (const row of found) this.rowForWrite(row.instance_id, row.namespace, row.key, now);
+      });
+    } catch {
+      // A read must not fail because recording an expiry could not be written (a full or
+      // read-only disk): the key is absent either way, and the sweeper records it later.
+    }
   }
 
   /** For writes: like liveRow, but an expired row is removed first, recording its expiry. */
@@ -745,6 +750,7 @@ class SqliteEngine implements StorageEngine {
   private write<T>(fn: () => T): T {
     this.assertOpen();
     const before = this.revision;
+    const oldestBefore = this.oldestChange;
     let result: T;
     try {
       result = this.transaction.immediate(() => {
@@ -754,6 +760,7 @@ class SqliteEngine implements StorageEngine {
       }) as T;
     } catch (error) {
       this.revision = before;
+      this.oldestChange = oldestBefore;
       this.uncommitted = [];
       this.foundExpired.clear();
       throw toEngineError(error);
