@@ -116,9 +116,9 @@ export class WatchHub {
   private readonly subscriptions = new Set<Subscription>();
   private readonly routes = new Map<string, Subscription>();
   private readonly held = new Map<string, unknown[]>();
+  /** Ended subscriptions whose watch request is still pending; its abort is due when the connection leaves `ready`. */
+  private readonly abandoned = new Set<Subscription>();
   private watchesInFlight = 0;
-  /** Bumped whenever the connection leaves `ready`: subscription ids of an older epoch are dead. */
-  private epochCounter = 0;
   private wasReady: boolean;
   private closedByClient = false;
 
@@ -141,11 +141,6 @@ export class WatchHub {
   }
 
   // ------------------------------------------------------------------ for Subscription
-
-  /** @internal */
-  get epoch(): number {
-    return this.epochCounter;
-  }
 
   /** @internal */
   get connectionState(): ConnectionState {
@@ -197,6 +192,20 @@ export class WatchHub {
     if (id !== undefined && this.routes.get(id) === subscription) this.routes.delete(id);
   }
 
+  /**
+   * @internal `subscription` ended while its watch request is pending: the request is aborted
+   * (see {@link Subscription.abortUnsent}) as soon as the connection leaves `ready`, e.g. when it
+   * was queued on a socket that was already closing. Undone by {@link released}.
+   */
+  abandon(subscription: Subscription): void {
+    this.abandoned.add(subscription);
+  }
+
+  /** @internal the watch request of `subscription` is settled */
+  released(subscription: Subscription): void {
+    this.abandoned.delete(subscription);
+  }
+
   /** @internal frees `id` on the server; failures are ignored (a closed socket frees it anyway) */
   async unwatch(id: string): Promise<void> {
     if (this.link.state() !== 'ready') return;
@@ -239,11 +248,12 @@ export class WatchHub {
     if (this.wasReady) {
       // The server dropped every subscription of the old socket; their ids mean nothing now.
       this.wasReady = false;
-      this.epochCounter++;
       this.routes.clear();
       this.held.clear();
       for (const subscription of [...this.subscriptions]) subscription.disconnected();
     }
+    // Not ready: no request is on a socket any more, so the watches nobody wants can be dropped unsent.
+    for (const subscription of [...this.abandoned]) subscription.abortUnsent();
     if (state === 'closed' && !this.closedByClient) {
       const error = new KvError('NOT_CONNECTED', 'the connection closed for good (reconnecting is disabled or impossible); changes after the last event were not seen');
       for (const subscription of [...this.subscriptions]) subscription.fail(error);
@@ -306,6 +316,8 @@ export class Subscription implements AsyncIterableIterator<WatchEvent, undefined
   private rejectReady!: (error: KvError) => void;
   /** The watch request in flight, if any; `unsubscribe()` waits for it so that it can be undone. */
   private attempt: Promise<void> | undefined;
+  /** Aborts the watch request in flight; only ever fired while it is unsent (see {@link abortUnsent}). */
+  private attemptController: AbortController | undefined;
   private readonly removeAbortListener: () => void;
 
   /** @internal use `client.kvStore.watch()` or a handle's `watch()` */
@@ -364,7 +376,10 @@ export class Subscription implements AsyncIterableIterator<WatchEvent, undefined
       this.finish('unsubscribed');
       if (id !== undefined) await this.hub.unwatch(id);
     }
-    // A watch still on its way is undone by `subscribe` itself when its reply comes.
+    // A watch not sent yet (not connected) is dropped now; one already sent is undone by
+    // `subscribe` itself when its reply comes; one queued on a socket that is closing is dropped
+    // when the connection leaves `ready` (the hub calls abortUnsent then).
+    this.abortUnsent();
     await this.attempt;
   }
 
@@ -427,6 +442,18 @@ export class Subscription implements AsyncIterableIterator<WatchEvent, undefined
     this.attempt = this.subscribe(this.received ?? this.options.fromRevision);
   }
 
+  /**
+   * @internal drops the pending watch request of an ended subscription, if the connection is not
+   * `ready`. Safe only then: the connection sends requests only while `ready`, and when it leaves
+   * `ready` it first rejects every request that went out (CONNECTION_CLOSED), so a request still
+   * pending while not ready was never sent and cannot have started a subscription on the server.
+   */
+  abortUnsent(): void {
+    if (this.phase !== 'ended' || this.attemptController === undefined) return;
+    if (this.hub.connectionState === 'ready') return;
+    this.attemptController.abort();
+  }
+
   /** @internal ends the subscription with `error` */
   fail(error: KvError): void {
     if (this.phase === 'ended') return;
@@ -446,6 +473,7 @@ export class Subscription implements AsyncIterableIterator<WatchEvent, undefined
     this.phase = 'ended';
     this.id = undefined;
     this.hub.forget(this, id);
+    if (this.attemptController !== undefined) this.hub.abandon(this);
     this.removeAbortListener();
     if (how === 'unsubscribed') {
       this.queue = [];
@@ -475,19 +503,22 @@ export class Subscription implements AsyncIterableIterator<WatchEvent, undefined
   /** Sends one `kvStore.watch` and acts on its outcome. Never rejects. */
   private async subscribe(fromRevision: number | undefined): Promise<void> {
     this.phase = 'subscribing';
-    const epoch = this.hub.epoch;
     const params: ParamsInput<'kvStore.watch'> = { ...this.filter, ...(fromRevision !== undefined ? { fromRevision } : {}) };
     const { timeoutMs } = this.options;
+    const controller = new AbortController();
+    this.attemptController = controller;
     let outcome: Reply<'kvStore.watch'> | KvError;
     this.hub.watchStarted();
     try {
-      outcome = await this.hub.send('kvStore.watch', params, timeoutMs !== undefined ? { timeoutMs } : {});
+      outcome = await this.hub.send('kvStore.watch', params, { signal: controller.signal, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
     } catch (error) {
       outcome = error instanceof KvError ? error : new KvError('INTERNAL_ERROR', 'the watch request failed', { cause: error, type: 'kvStore.watch' });
     }
+    if (this.attemptController === controller) this.attemptController = undefined;
+    this.hub.released(this);
     let orphan: string | undefined;
     try {
-      orphan = this.settle(outcome, epoch, fromRevision);
+      orphan = this.settle(outcome, fromRevision);
     } finally {
       this.hub.watchSettled();
     }
@@ -498,7 +529,7 @@ export class Subscription implements AsyncIterableIterator<WatchEvent, undefined
    * Acts on the outcome of a watch request, synchronously so that no push slips between the
    * reply and the routing. Returns a subscription id to unwatch when nobody wants it any more.
    */
-  private settle(outcome: Reply<'kvStore.watch'> | KvError, epoch: number, fromRevision: number | undefined): string | undefined {
+  private settle(outcome: Reply<'kvStore.watch'> | KvError, fromRevision: number | undefined): string | undefined {
     if (outcome instanceof KvError) {
       if (this.phase === 'ended') return undefined;
       // Sent, then the socket closed: try again on the next connection.
@@ -511,12 +542,17 @@ export class Subscription implements AsyncIterableIterator<WatchEvent, undefined
       return undefined;
     }
     const { subscriptionId, revision } = outcome.data;
-    // Answered on a socket that has closed since: that server-side subscription is gone with it.
-    const stale = epoch !== this.hub.epoch;
-    if (this.phase === 'ended') return stale ? undefined : subscriptionId;
-    if (stale) {
+    // Nobody wants it any more: free it on the server (`unwatch` skips it when not connected,
+    // since the socket that carried it is gone and took the subscription with it).
+    if (this.phase === 'ended') return subscriptionId;
+    // The connection reads replies from its current socket only, so the reply came on the socket
+    // that is current now — whenever the request was made or sent (a request queued while the
+    // socket was closing goes out on the next one). Unless that socket closed between the reply
+    // and this continuation: then the subscription died with it, and it is tried again on the next
+    // connection (a new socket cannot have become ready in between: that takes network round trips).
+    if (this.hub.connectionState !== 'ready') {
       this.retryLater();
-      return undefined;
+      return subscriptionId;
     }
     this.received ??= fromRevision ?? revision;
     this.id = subscriptionId;

@@ -20,8 +20,8 @@ function client(url: string, options: ClientOptions = {}): KvClient {
   return c;
 }
 
-/** Rejects with a message naming `what` when `promise` takes longer than `ms`. */
-async function within<T>(promise: Promise<T>, what: string, ms = 5000): Promise<T> {
+/** Rejects with a message naming `what` when `promise` takes longer than `ms` (generous: CI machines are slow). */
+async function within<T>(promise: Promise<T>, what: string, ms = 10_000): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
@@ -56,6 +56,27 @@ function dropSocket(c: KvClient): void {
   const socket = (c as unknown as { connection: { socket?: { terminate(): void } } }).connection.socket;
   if (socket === undefined) throw new Error('the client has no socket');
   socket.terminate();
+}
+
+/** Starts the closing handshake on the client's socket (white-box): `readyState` is CLOSING at once, but the client still says `ready` until the close completes. */
+function closeSocket(c: KvClient): void {
+  const socket = (c as unknown as { connection: { socket?: { close(): void } } }).connection.socket;
+  if (socket === undefined) throw new Error('the client has no socket');
+  socket.close();
+}
+
+/** Tells `listener` of every state change of the client's connection (white-box; runs after the watch hub's own listener). */
+function onState(c: KvClient, listener: (state: string) => void): void {
+  (c as unknown as { connection: Connection }).connection.onStateChange(listener);
+}
+
+/** Resolves once `condition()` holds, polling; rejects naming `what` after `ms` (generous: CI machines are slow). */
+async function until(condition: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
 }
 
 function brief(events: readonly WatchEvent[]) {
@@ -141,7 +162,7 @@ describe('live events', () => {
     const bytes = new Uint8Array([0, 1, 2, 250]);
     const r1 = await written.set('bin', bytes);
     const r2 = await written.incr('count', 5);
-    await expect.poll(() => raw.length + decoded.length).toBe(4);
+    await expect.poll(() => raw.length + decoded.length, { timeout: 10_000 }).toBe(4);
 
     expect(raw.map((e) => e.revision)).toEqual([r1.revision, r1.revision + 1]);
     expect(raw[0]!.record).toMatchObject({ value: 'AAEC+g==', contentType: 'application/octet-stream' });
@@ -321,7 +342,7 @@ describe('ending a subscription', () => {
     const sub = own.instance(id).namespace('ns').watch({ onError: (e) => errors.push(e) });
     await sub.ready;
     const r = await written.set('a', 1);
-    await expect.poll(() => spyCount(own, sub)).toBeGreaterThan(0);
+    await expect.poll(() => spyCount(own, sub), { timeout: 10_000 }).toBeGreaterThan(0);
     await own.close();
     const revisions: number[] = [];
     await within(
@@ -387,14 +408,14 @@ describe('failures surface as KvError', () => {
   });
 
   it('COMPACTED when a resubscribe after a drop asks for changes no longer kept: queued events first, then the error', async () => {
-    // A slow reconnect leaves time to write and prune while this client is away.
-    const slow = client(server.url, { reconnect: { initialDelayMs: 600, maxDelayMs: 600 } });
+    // A slow reconnect (at least 1 s: half the delay is fixed) leaves time to write and prune while this client is away.
+    const slow = client(server.url, { reconnect: { initialDelayMs: 2000, maxDelayMs: 2000 } });
     const { id, written } = await fresh();
     const errors: KvError[] = [];
     const sub = slow.instance(id).namespace('ns').watch({ onError: (e) => errors.push(e) });
     await sub.ready;
     const first = await written.set('before', 0);
-    await expect.poll(() => spyCount(slow, sub)).toBe(1);
+    await expect.poll(() => spyCount(slow, sub), { timeout: 10_000 }).toBe(1);
 
     dropSocket(slow);
     await written.setMany(Object.fromEntries(Array.from({ length: 10 }, (_, i) => [`k${i}`, i])));
@@ -478,27 +499,28 @@ describe('reconnect', () => {
     }
     const tick = () => new Promise((resolve) => setTimeout(resolve, 2));
     const writesMore = async (count: number) => {
-      const until = written + count;
-      while (written < until) await tick();
+      const goal = written + count;
+      while (written < goal) await tick();
     };
     async function restarts(): Promise<void> {
       for (let round = 0; round < 2; round++) {
         await writesMore(80);
         await own.restart();
-        // Let the watcher resubscribe before the next restart, so that each restart is seen.
-        while (sub.state !== 'live') await tick();
+        // Let the watcher resubscribe before the next restart, so that each restart is seen: the
+        // state alone may still be the old 'live' if the client has not processed the close yet.
+        await until(() => sub.state === 'live' && sub.subscriptionId !== ids.at(-1), `the resubscribe after restart ${round + 1}`, 20_000);
         ids.push(sub.subscriptionId!);
       }
       await writesMore(80);
       stop = true;
     }
-    await within(Promise.all([writeLoop(1), writeLoop(2), restarts()]), 'the writers', 15_000);
+    await within(Promise.all([writeLoop(1), writeLoop(2), restarts()]), 'the writers', 40_000);
 
     matching.sort((a, b) => a - b);
     target = matching.at(-1)!;
     // Already past it (the loop is waiting for more): end the loop from outside.
     if ((seen.at(-1) ?? -1) >= target) void sub.unsubscribe();
-    await within(consuming, 'the watcher to see the last write', 10_000);
+    await within(consuming, 'the watcher to see the last write', 15_000);
 
     expect(seen.length).toBe(matching.length);
     for (let i = 1; i < seen.length; i++) expect(seen[i]!).toBeGreaterThan(seen[i - 1]!);
@@ -506,6 +528,104 @@ describe('reconnect', () => {
     expect(sub.state).toBe('ended');
     // It resubscribed after each restart.
     expect(new Set(ids).size).toBe(3);
+  }, 60_000);
+});
+
+describe('watch requests crossing a reconnect', () => {
+  it('a watch made while the socket is closing is adopted after the reconnect: exactly one server subscription, each change pushed once', async () => {
+    const own = await startTestServer({ durability: 'normal' });
+    cleanups.push(() => own.close());
+    const watcher = client(own.url);
+    const author = client(own.url);
+    await author.kvStore.createInstance('i', undefined, { id: 'i' });
+    await watcher.waitForReady();
+    const pushes = spyPushes(watcher);
+
+    closeSocket(watcher);
+    expect(watcher.state).toBe('ready'); // the close has not completed: the request stays queued
+    const sub = watcher.instance('i').namespace('ns').watch();
+    const { subscriptionId } = await within(sub.ready, 'the watch to be answered after the reconnect', 10_000);
+    expect(sub.state).toBe('live');
+    expect(sub.subscriptionId).toBe(subscriptionId);
+    await watcher.kvStore.ping(); // any second watch would have been answered by now
+    expect(own.server.subscriptionCount()).toBe(1);
+
+    const mark = pushes.length;
+    const r = await author.instance('i').namespace('ns').set('k', 1);
+    expect((await take(sub, 1))[0]!.revision).toBe(r.revision);
+    await author.kvStore.ping();
+    await watcher.kvStore.ping(); // every push of that write reached the watcher before this reply
+    expect(pushes.slice(mark).map((p) => p['subscriptionId'])).toEqual([subscriptionId]);
+
+    await sub.unsubscribe();
+    expect(own.server.subscriptionCount()).toBe(0);
+  });
+
+  it('a watch that crosses a reconnect and is unsubscribed before its reply is unwatched when the reply comes', async () => {
+    const own = await startTestServer({ durability: 'normal' });
+    cleanups.push(() => own.close());
+    const watcher = client(own.url);
+    const author = client(own.url);
+    await author.kvStore.createInstance('i', undefined, { id: 'i' });
+    await watcher.waitForReady();
+
+    closeSocket(watcher);
+    const sub = watcher.instance('i').watch();
+    let unsubscribing: Promise<void> | undefined;
+    // Ready again: the queued watch goes out right after this listener; unsubscribe before its reply.
+    onState(watcher, (state) => {
+      if (state === 'ready' && unsubscribing === undefined) unsubscribing = sub.unsubscribe();
+    });
+    await until(() => unsubscribing !== undefined, 'the reconnect');
+    await within(unsubscribing!, 'unsubscribe() to resolve');
+    await expect(sub.ready).rejects.toMatchObject({ code: 'ABORTED' });
+    await watcher.kvStore.ping(); // the unwatch went out before this request
+    expect(own.server.subscriptionCount()).toBe(0);
+  });
+});
+
+describe('unsubscribe() while not connected', () => {
+  it('unsubscribe() resolves at once while the server is down, and the queued watch is never sent', async () => {
+    const own = await startTestServer({ durability: 'normal' });
+    cleanups.push(() => own.close());
+    // A long request timeout: the bug made unsubscribe() wait for it.
+    const watcher = client(own.url, { requestTimeoutMs: 30_000 });
+    const author = client(own.url);
+    await author.kvStore.createInstance('i', undefined, { id: 'i' });
+    await watcher.waitForReady();
+
+    await own.stop();
+    await until(() => watcher.state !== 'ready', 'the client to see the drop');
+    const sub = watcher.instance('i').watch();
+    expect(sub.state).toBe('subscribing');
+    // Well below the 30 s request timeout the bug waited for.
+    await within(sub.unsubscribe(), 'unsubscribe() while disconnected', 5000);
+    expect(sub.state).toBe('ended');
+    await expect(sub.ready).rejects.toMatchObject({ code: 'ABORTED' });
+    await expect(sub.next()).resolves.toEqual({ done: true, value: undefined });
+
+    await own.restart();
+    await within(watcher.kvStore.ping(), 'the client to reconnect', 10_000);
+    expect(own.server.subscriptionCount()).toBe(0);
+  });
+
+  it('unsubscribe() of a watch queued on a closing socket resolves once the socket is closed, without waiting for the reconnect', async () => {
+    const own = await startTestServer({ durability: 'normal' });
+    cleanups.push(() => own.close());
+    // A slow reconnect (0.5 to 1 s): unsubscribe() must not wait for it.
+    const watcher = client(own.url, { requestTimeoutMs: 30_000, reconnect: { initialDelayMs: 1000, maxDelayMs: 1000 } });
+    const author = client(own.url);
+    await author.kvStore.createInstance('i', undefined, { id: 'i' });
+    await watcher.waitForReady();
+
+    closeSocket(watcher);
+    const sub = watcher.instance('i').watch();
+    await within(sub.unsubscribe(), 'unsubscribe() on a closing socket');
+    // It resolved once the socket closed, before the reconnect (the bug waited for the reply on the next socket).
+    expect(watcher.state).not.toBe('ready');
+    await expect(sub.ready).rejects.toMatchObject({ code: 'ABORTED' });
+    await within(watcher.kvStore.ping(), 'the client to reconnect', 10_000);
+    expect(own.server.subscriptionCount()).toBe(0);
   });
 });
 
@@ -573,9 +693,9 @@ describe('against a scripted server', () => {
             push('s1', 6, 'someFutureKind', null),
             push('s1', 7),
           ]),
+          // Then the connection dies, once that frame is handed to the OS (it still arrives first).
+          () => socket.terminate(),
         );
-        // Then the connection dies.
-        setTimeout(() => socket.terminate(), 20);
       } else {
         // The replay overlaps what the client already has: 7 again, then 8.
         socket.send(JSON.stringify(reply(request, { subscriptionId: 's2', revision: 8 })));
