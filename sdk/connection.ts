@@ -2,7 +2,7 @@ import type { FailureReply, Reply, ReplyData, RequestType } from '../protocol/in
 import { PROTOCOL_VERSION, utf8Length } from '../protocol/limits.js';
 import { backoffDelay, type ResolvedReconnectOptions } from './backoff.js';
 import { KvError } from './errors.js';
-import { OPEN, openSocket, terminateSocket, type WebSocketConstructor, type WebSocketLike } from './transport.js';
+import { isRefusal, OPEN, openSocket, terminateSocket, type WebSocketConstructor, type WebSocketLike } from './transport.js';
 
 /** Per-request options, accepted by every method that sends a request. */
 export interface RequestOptions {
@@ -235,14 +235,22 @@ export class Connection {
     socket.onmessage = (event) => {
       if (this.socket === socket) this.onFrame(event.data);
     };
+    let refusal: KvError | undefined;
     // Without an error listener, `ws` rethrows socket errors and one bad frame kills the process.
     socket.onerror = (event) => {
+      if (isRefusal(event.error)) refusal ??= event.error;
       this.settings.logger?.warn?.('socket error', event.error ?? event.message);
     };
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.socket = undefined;
       this.settings.logger?.debug?.('socket closed', { code: event.code, reason: event.reason });
+      if (refusal !== undefined) {
+        // HTTP 401/403 on the upgrade: a wrong token or origin does not get better by retrying.
+        clearTimeout(this.connectTimer);
+        this.shutdown(new KvError('NOT_CONNECTED', refusal.message, { cause: refusal }), refusal);
+        return;
+      }
       this.lost(new KvError('NOT_CONNECTED', `connection closed (${event.code})`));
     };
   }

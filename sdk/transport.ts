@@ -1,3 +1,5 @@
+import { KvError } from './errors.js';
+
 /**
  * The part of a WebSocket the SDK uses: the browser's `WebSocket` and the `ws` package's both
  * fit it, so a browser build can pass `globalThis.WebSocket` and never load `ws`.
@@ -52,9 +54,39 @@ export async function openSocket(settings: SocketSettings, WebSocket: WebSocketC
     maxPayload: settings.maxPayloadBytes,
     ...(settings.token !== undefined ? { headers: { Authorization: `Bearer ${settings.token}` } } : {}),
   });
+  // A refused upgrade (401 without or with a wrong token, 403 for a foreign origin or host) is
+  // reported as a KvError with the server's reason, so the client can stop instead of retrying.
+  socket.on('unexpected-response', (_request, response) => {
+    let body = '';
+    response.setEncoding('utf8');
+    response.on('data', (chunk: string) => void (body.length < 1024 && (body += chunk)));
+    response.once('close', () => {
+      socket.emit('error', refusalError(response.statusCode ?? 0, body));
+      socket.terminate();
+    });
+  });
   // `ws` types its event attributes with its own event classes; at run time they carry the same
   // fields (`data` a string for text frames, `code`/`reason`, `message`/`error`) as WebSocketLike.
   return socket as unknown as WebSocketLike;
+}
+
+/** The error for an upgrade the server answered with `status` instead of switching protocols. */
+function refusalError(status: number, body: string): KvError {
+  let reason: unknown;
+  try {
+    reason = (JSON.parse(body) as { error?: unknown }).error;
+  } catch {
+    reason = undefined;
+  }
+  const why = typeof reason === 'string' ? `: ${reason}` : '';
+  if (status === 401) return new KvError('UNAUTHORIZED', `the server refused the connection with HTTP 401${why}; pass the client a valid \`token\``, { data: { status } });
+  if (status === 403) return new KvError('FORBIDDEN', `the server refused the connection with HTTP 403${why}`, { data: { status } });
+  return new KvError('NOT_CONNECTED', `the server answered the upgrade with HTTP ${status}${why}`, { data: { status } });
+}
+
+/** True for an upgrade refusal that retrying cannot cure (HTTP 401 or 403). */
+export function isRefusal(error: unknown): error is KvError {
+  return error instanceof KvError && (error.code === 'UNAUTHORIZED' || error.code === 'FORBIDDEN');
 }
 
 /**

@@ -8,8 +8,10 @@ import {
   MAX_REQUEST_ID_LENGTH,
   ProtocolError,
   batchParams,
+  type Params,
   type RequestType,
 } from '../protocol/index.js';
+import { authorize } from './auth/index.js';
 import { handlers, type HandlerContext } from './handlers.js';
 import { describeError, type Logger } from './logger.js';
 import { ENVELOPE_RESERVE_BYTES, largestSingleReply } from './reply-budget.js';
@@ -118,6 +120,7 @@ async function replyTo(request: unknown, head: ReplyHead, ctx: FrameContext, rep
   const parsed = (messages[type].params as z.ZodType).safeParse(rawParams);
   if (!parsed.success) return failure(head, validationError(parsed.error));
   try {
+    authorize(type, parsed.data as Params<RequestType>, ctx.principal);
     const handler = handlers[type] as (params: unknown, ctx: HandlerContext) => Promise<unknown>;
     const data = await handler(parsed.data, { ...ctx, replyBudget });
     return { type, requestId: head.requestId, success: true, data, timestamp: new Date().toISOString() };

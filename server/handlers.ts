@@ -13,6 +13,7 @@ import {
   type ReplyData,
   type RequestType,
 } from '../protocol/index.js';
+import { canSeeInstance, type Principal } from './auth/index.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { toQueryInput } from './query.js';
 import { assertFits, fitToBudget, wireSize } from './reply-budget.js';
@@ -41,6 +42,8 @@ export interface HandlerContext {
   session: WatchSession;
   /** Runs `task` once the frame holding this request's reply has been sent. */
   afterReply(task: () => void): void;
+  /** What the connection's token allows; dispatch has checked the request against it already. */
+  principal: Principal;
 }
 
 type Handler<T extends RequestType> = (params: Params<T>, ctx: HandlerContext) => Promise<ReplyData<T>>;
@@ -56,7 +59,9 @@ export const CAPABILITIES = ['batch', 'binary', 'ttl', 'conditions', 'atomic', '
 export const handlers: { [T in RequestType]: Handler<T> } = {
   'kvStore.createInstance': async (p, { engine }) => ({ instance: await engine.createInstance(p) }),
   'kvStore.getInstance': async (p, { engine }) => ({ instance: await engine.getInstance(p.instanceId) }),
-  'kvStore.listInstances': async (_p, { engine }) => ({ instances: await engine.listInstances() }),
+  'kvStore.listInstances': async (_p, { engine, principal }) => ({
+    instances: (await engine.listInstances()).filter((instance) => canSeeInstance(principal, instance.id)),
+  }),
   'kvStore.updateInstance': async ({ instanceId, ...patch }, { engine }) => ({
     instance: await engine.updateInstance(instanceId, patch),
   }),

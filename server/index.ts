@@ -1,8 +1,19 @@
 import { once } from 'node:events';
-import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { DEFAULT_LIMITS } from '../protocol/index.js';
+import {
+  authenticate,
+  checkUpgrade,
+  normaliseOrigin,
+  selectSubprotocol,
+  TokenSet,
+  type Refused,
+  type TokenGrant,
+  type UpgradePolicy,
+} from './auth/index.js';
 import { serveConnection, type ConnectionDeps } from './connection.js';
 import type { Limits } from './handlers.js';
 import { describeError, silentLogger, type Logger } from './logger.js';
@@ -43,6 +54,17 @@ export interface ServerOptions {
   heartbeatIntervalMs?: number;
   /** Structured logs. @default silentLogger */
   logger?: Logger;
+  /**
+   * Tokens the server accepts (see {@link parseTokenFile} for the file format). With at least one,
+   * every upgrade must present one, and a non-loopback `host` is allowed. @default [] (no tokens)
+   */
+  tokens?: readonly TokenGrant[];
+  /** Origins (`https://app.example`) allowed besides the same origin. @default [] */
+  allowOrigins?: readonly string[];
+  /** Host names (`kv.internal`, or `kv.internal:7420` for one port) a loopback server answers besides loopback names. @default [] */
+  allowHosts?: readonly string[];
+  /** Certificate and key (PEM) to serve `wss://` instead of `ws://`. @default undefined (plain ws://) */
+  tls?: { cert: string | Buffer; key: string | Buffer };
 }
 
 /** A running kvhub server. */
@@ -58,14 +80,22 @@ export interface KvhubServer {
   close(): Promise<void>;
 }
 
-/** Refusal to serve on an address other machines can reach while the server has no authentication. */
+/** Refusal to serve on an address other machines can reach while no token is configured. */
 export class NonLoopbackHostError extends Error {
   override readonly name = 'NonLoopbackHostError';
   constructor(readonly host: string) {
     super(
-      `refusing to listen on ${host}: it is reachable from other machines, and this kvhub release has no authentication; use a loopback address such as 127.0.0.1`,
+      `refusing to listen on ${host}: it is reachable from other machines and no token is configured; set --token-file or KVHUB_TOKEN, or use a loopback address such as 127.0.0.1`,
     );
   }
+}
+
+/**
+ * Throws {@link NonLoopbackHostError} when `host` is reachable from other machines and the
+ * server would let anyone in (no token configured).
+ */
+export function checkBindAllowed(host: string, hasTokens: boolean): void {
+  if (!hasTokens && !isLoopbackHost(host)) throw new NonLoopbackHostError(host);
 }
 
 const CLOSE_GOING_AWAY = 1001;
@@ -75,22 +105,38 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
   const logger = options.logger ?? silentLogger;
   const durability = options.durability ?? 'full';
   const host = options.host ?? '127.0.0.1';
-  // Without tokens (a later release), anyone who can reach the port owns the data: stay on loopback.
-  if (!isLoopbackHost(host)) throw new NonLoopbackHostError(host);
+  const tokens = new TokenSet(options.tokens ?? []);
+  // Without tokens, anyone who can reach the port owns the data: stay on loopback.
+  checkBindAllowed(host, tokens.enabled);
+  const policy: UpgradePolicy = {
+    tokens,
+    loopback: isLoopbackHost(host),
+    allowOrigins: new Set((options.allowOrigins ?? []).map(normaliseOrigin)),
+    allowHosts: new Set((options.allowHosts ?? []).map((name) => name.trim().toLowerCase())),
+  };
   const limits: Limits = { ...DEFAULT_LIMITS, ...options.limits };
   if (largestSingleReply(limits.maxValueBytes) + ENVELOPE_RESERVE_BYTES > limits.maxPayloadBytes) {
     throw new RangeError('maxPayloadBytes must be at least twice maxValueBytes plus 36 KiB, so that any value fits in a reply');
   }
+  // Made before the database is opened: a certificate that does not fit its key throws here.
+  const answer = (request: IncomingMessage, response: ServerResponse) => answerHttp(request, response, tokens);
+  const http = options.tls !== undefined ? createHttpsServer({ cert: options.tls.cert, key: options.tls.key }, answer) : createHttpServer(answer);
   const engine = options.engine ?? openSqliteEngine(options.db ?? ':memory:', { durability });
   const maxBufferedBytes = options.maxBufferedBytes ?? 64 * 1024 * 1024;
   const watch = new WatchHub(engine, { maxBufferedBytes, logger });
 
-  const http = createHttpServer(answerHttp);
-  const wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxPayloadBytes, perMessageDeflate: false });
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: limits.maxPayloadBytes,
+    perMessageDeflate: false,
+    // Without this, ws would select the first protocol offered, which may be `kvhub.bearer.<token>`.
+    handleProtocols: (offered) => selectSubprotocol(offered),
+  });
   const inFlight = new Set<Promise<void>>();
   let closing = false;
-  const deps: ConnectionDeps = {
-    ctx: { engine, limits, durability, serverVersion: SERVER_VERSION, watch },
+  const shared = { engine, limits, durability, serverVersion: SERVER_VERSION, watch };
+  // Each connection gets its own ctx, carrying the principal its token was checked for.
+  const deps: Omit<ConnectionDeps, 'ctx'> = {
     logger,
     maxBufferedBytes,
     heartbeatIntervalMs: options.heartbeatIntervalMs ?? 30_000,
@@ -108,7 +154,13 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
   http.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => {
     socket.on('error', (error) => logger.debug('socket error during upgrade', describeError(error)));
     if (closing) return void socket.destroy();
-    wss.handleUpgrade(request, socket, head, (ws) => serveConnection(ws, request, deps));
+    const verdict = checkUpgrade(request, policy);
+    if (!verdict.ok) {
+      logger.info('upgrade refused', { status: verdict.status, reason: verdict.reason, peer: socket.remoteAddress });
+      return refuse(socket, verdict);
+    }
+    const connectionDeps: ConnectionDeps = { ...deps, ctx: { ...shared, principal: verdict.principal } };
+    wss.handleUpgrade(request, socket, head, (ws) => serveConnection(ws, request, connectionDeps));
   });
 
   const housekeeping = startHousekeeping(
@@ -132,7 +184,7 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
     throw error;
   }
   const address = http.address() as AddressInfo;
-  const url = `ws://${address.address.includes(':') ? `[${address.address}]` : address.address}:${address.port}`;
+  const url = `${options.tls !== undefined ? 'wss' : 'ws'}://${address.address.includes(':') ? `[${address.address}]` : address.address}:${address.port}`;
   logger.info('listening', { url });
 
   let closed: Promise<void> | undefined;
@@ -167,14 +219,36 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
   };
 }
 
-function answerHttp(request: IncomingMessage, response: ServerResponse): void {
+/** `/healthz` is open to all; any other path needs the token when tokens are configured. */
+function answerHttp(request: IncomingMessage, response: ServerResponse, tokens: TokenSet): void {
   const path = (request.url ?? '/').split('?')[0];
-  const [status, body] = request.method === 'GET' && path === '/healthz' ? [200, { status: 'ok' }] : [404, { error: 'not found' }];
-  response.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  if (request.method === 'GET' && path === '/healthz') return void json(response, 200, { status: 'ok' });
+  const verdict = authenticate(request, tokens);
+  if (!verdict.ok) return void json(response, 401, { error: verdict.reason }, { 'www-authenticate': 'Bearer realm="kvhub"' });
+  json(response, 404, { error: 'not found' });
+}
+
+function json(response: ServerResponse, status: number, body: object, headers: Record<string, string> = {}): void {
+  response.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
+}
+
+/** Answers a refused upgrade with a plain HTTP response on the raw socket, then closes it. */
+function refuse(socket: Socket, { status, reason }: Refused): void {
+  const body = JSON.stringify({ error: reason });
+  const head = [
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}`,
+    'Connection: close',
+    'Content-Type: application/json',
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    ...(status === 401 ? ['WWW-Authenticate: Bearer realm="kvhub"'] : []),
+  ];
+  socket.once('finish', () => socket.destroy());
+  socket.end(`${head.join('\r\n')}\r\n\r\n${body}`);
 }
 
 
 export type { Limits } from './handlers.js';
+export { parseTokenFile, TokenConfigError, type Principal, type TokenGrant } from './auth/index.js';
 export type { Logger } from './logger.js';
 export { jsonLogger, silentLogger } from './logger.js';
 export type { StorageEngine } from './storage/engine.js';

@@ -79,7 +79,7 @@ describe('the CLI', () => {
     expect(intruder.stderr).not.toMatch(/\n\s+at /);
   });
 
-  it('refuses to bind an address other machines can reach, since this release has no tokens', async () => {
+  it('refuses to bind an address other machines can reach when no token is configured', async () => {
     const open = cli(['--port', '0', '--db', ':memory:', '--host', '0.0.0.0']);
     expect(await open.exited()).toBe(1);
     expect(open.stderr).toMatch(/refusing to listen on 0\.0\.0\.0/);
