@@ -1,7 +1,7 @@
 import type { ParamsInput, Reply, RequestType } from '../protocol/index.js';
 import { DEFAULT_LIMITS } from '../protocol/limits.js';
 import { DEFAULT_RECONNECT, type ReconnectOptions } from './backoff.js';
-import { Connection, type ConnectionState, type Logger, type RequestOptions, type ServerInfo } from './connection.js';
+import { Connection, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_PING_TIMEOUT_MS, type ConnectionState, type Logger, type RequestOptions, type ServerInfo } from './connection.js';
 import { InstanceHandle, type InstanceOptions } from './handles.js';
 import { KvStoreApi, type Send } from './kv-store.js';
 import type { WebSocketConstructor } from './transport.js';
@@ -48,6 +48,20 @@ export interface ClientOptions {
    */
   maxPayloadBytes?: number;
   /**
+   * When nothing (reply, event, WebSocket ping or pong) has arrived for this long, the client
+   * pings the server — a WebSocket ping with `ws`, a `kvStore.ping` request with a browser
+   * socket — so that it notices a half-open connection (peer gone without a close). `false`
+   * disables it.
+   * @default 30000
+   */
+  idleTimeoutMs?: number | false;
+  /**
+   * How long that ping may go unanswered before the socket is dropped: requests in flight
+   * reject with CONNECTION_CLOSED and the client reconnects.
+   * @default 10000
+   */
+  pingTimeoutMs?: number;
+  /**
    * Receives diagnostics (socket errors, ignored frames, reconnects).
    * @default undefined (silent)
    */
@@ -92,6 +106,8 @@ export class KvClient {
       token: options.token,
       maxPayloadBytes: options.maxPayloadBytes ?? DEFAULT_LIMITS.maxPayloadBytes,
       logger: options.logger,
+      idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+      pingTimeoutMs: options.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS,
     });
     this.send = (type, params, requestOptions) => this.connection.request(type, params, requestOptions);
     const connection = this.connection;

@@ -56,7 +56,15 @@ export interface ConnectionSettings {
   token: string | undefined;
   maxPayloadBytes: number;
   logger: Logger | undefined;
+  /** Quiet time after which the connection is probed with a ping; false never probes. @default 30000 */
+  idleTimeoutMs?: number | false;
+  /** Time the probe may take to be answered before the socket is dropped and replaced. @default 10000 */
+  pingTimeoutMs?: number;
 }
+
+/** Defaults of the idle probe (see {@link ConnectionSettings}). */
+export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
+export const DEFAULT_PING_TIMEOUT_MS = 10_000;
 
 interface Pending {
   readonly type: string;
@@ -126,6 +134,10 @@ export class Connection {
   private generation = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private connectTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The idle check of the current socket, or the deadline of its probe. */
+  private idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** `Date.now()` when the current socket last received anything: a frame, a ping or a pong. */
+  private lastReceived = 0;
   private ready: Deferred<ServerInfo> = deferred();
   private info: ServerInfo | undefined;
   /** Why the connection is closed for good: what requests made from now on reject with. */
@@ -233,8 +245,19 @@ export class Connection {
       if (this.socket === socket) this.greet(socket);
     };
     socket.onmessage = (event) => {
-      if (this.socket === socket) this.onFrame(event.data);
+      if (this.socket !== socket) return;
+      this.lastReceived = Date.now();
+      this.onFrame(event.data);
     };
+    // `ws` reports WebSocket-level pings and pongs as events; a browser socket has neither.
+    const on = (socket as { on?: (event: string, listener: () => void) => void }).on;
+    if (typeof on === 'function') {
+      const heard = () => {
+        if (this.socket === socket) this.lastReceived = Date.now();
+      };
+      on.call(socket, 'pong', heard);
+      on.call(socket, 'ping', heard);
+    }
     let refusal: KvError | undefined;
     // Without an error listener, `ws` rethrows socket errors and one bad frame kills the process.
     socket.onerror = (event) => {
@@ -288,6 +311,7 @@ export class Connection {
     if (this.ready.settled) this.ready = deferred();
     this.ready.resolve(info);
     this.settings.logger?.debug?.('ready', { serverVersion: info.serverVersion });
+    if (this.socket !== undefined) this.watchIdle(this.socket);
     this.emitState();
     // Requests made while disconnected go out now, in the order they were made.
     for (const [requestId, entry] of this.pending) if (!entry.sent) this.transmit(entry, requestId);
@@ -296,6 +320,7 @@ export class Connection {
   /** The socket is gone (or never came): fail what was sent, then reconnect or give up. */
   private lost(reason: KvError): void {
     clearTimeout(this.connectTimer);
+    clearTimeout(this.idleTimer);
     this.info = undefined;
     if (this.current === 'closed') return;
     this.failSent('the connection closed before the reply came');
@@ -329,6 +354,7 @@ export class Connection {
     this.info = undefined;
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.connectTimer);
+    clearTimeout(this.idleTimer);
     this.failSent('the connection closed before the reply came');
     for (const [requestId, entry] of this.pending) {
       this.settle(requestId, (p) => p.reject(new KvError(reason.code, reason.message, { cause: reason.cause, type: entry.type, requestId })));
@@ -339,6 +365,55 @@ export class Connection {
       this.ready.reject(readyError);
     }
     this.emitState();
+  }
+
+  /**
+   * Notices a half-open socket (the peer vanished without a close, so no `close` event comes):
+   * once nothing was received for `idleTimeoutMs`, pings — at the WebSocket level where the
+   * socket can (`ws`), else with a `kvStore.ping` request — and terminates the socket when
+   * nothing at all arrives within `pingTimeoutMs`. Requests in flight then reject with
+   * CONNECTION_CLOSED and the usual reconnect follows.
+   */
+  private watchIdle(socket: WebSocketLike): void {
+    const idleMs = this.settings.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    if (idleMs === false) return;
+    const pingMs = this.settings.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS;
+    this.lastReceived = Date.now();
+    const schedule = (delay: number, run: () => void) => {
+      clearTimeout(this.idleTimer);
+      this.idleTimer = setTimeout(run, Math.min(Math.max(0, delay), MAX_TIMER_MS));
+      // Watching an idle connection must not keep a Node process alive by itself.
+      (this.idleTimer as { unref?: () => void }).unref?.();
+    };
+    const check = () => {
+      if (this.socket !== socket) return;
+      const quiet = Date.now() - this.lastReceived;
+      if (quiet < idleMs) return schedule(idleMs - quiet, check);
+      const probedAt = Date.now();
+      this.settings.logger?.debug?.(`nothing received for ${quiet} ms; pinging the server`);
+      this.probe(socket, pingMs);
+      schedule(pingMs, () => {
+        if (this.socket !== socket) return;
+        if (this.lastReceived >= probedAt) return check();
+        this.settings.logger?.warn?.(`no answer to a ping within ${pingMs} ms; dropping the connection`);
+        terminateSocket(socket);
+      });
+    };
+    schedule(idleMs, check);
+  }
+
+  private probe(socket: WebSocketLike, pingMs: number): void {
+    const ping = (socket as { ping?: () => void }).ping;
+    if (typeof ping === 'function') {
+      try {
+        ping.call(socket);
+      } catch (error) {
+        this.settings.logger?.warn?.('ping failed', error);
+      }
+      return;
+    }
+    // Any frame counts as an answer; the reply itself is not needed.
+    this.enqueue('kvStore.ping', {}, { timeoutMs: pingMs }, true).catch(() => undefined);
   }
 
   /** Moves to `state` and tells the state listeners, if it is a change. */

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { RawData, WebSocket } from 'ws';
-import { answerFrame, binaryFrameReply, type Answer, type DispatchContext } from './dispatch.js';
+import { answerFrame, binaryFrameReply, rateLimitedFrame, requestCount, type Answer, type DispatchContext } from './dispatch.js';
 import { describeError, type Logger } from './logger.js';
 import type { WatchSession } from './watch.js';
 
@@ -12,6 +12,8 @@ export interface ConnectionDeps {
   /** Unread bytes after which the connection is closed with 1013. */
   maxBufferedBytes: number;
   heartbeatIntervalMs: number;
+  /** Requests (batch elements counted one by one) in flight on the connection above which a frame is answered RATE_LIMITED. */
+  maxInFlight: number;
   /** True once the server is shutting down: frames that arrive then are not answered. */
   isClosing(): boolean;
   /** Lets the server wait for this work before it closes the database. */
@@ -19,6 +21,12 @@ export interface ConnectionDeps {
 }
 
 const CLOSE_TRY_AGAIN_LATER = 1013;
+
+/**
+ * The `retryAfterMs` of a RATE_LIMITED reply. Requests are answered in microseconds to
+ * milliseconds (a group commit takes one fsync), so the room is usually back well within this.
+ */
+export const RATE_LIMIT_RETRY_AFTER_MS = 50;
 
 /**
  * Serves one WebSocket: answers each frame with exactly one reply frame, pushes watch events,
@@ -68,10 +76,31 @@ export function serveConnection(ws: WebSocket, request: IncomingMessage, deps: C
     for (const task of afterSend) task();
   };
 
+  // Requests received and not yet answered. Without a cap, a client that pipelines without
+  // waiting could make the server hold any number of parsed requests and pending replies.
+  let inFlight = 0;
+  const { maxInFlight } = deps;
+  /** Sends `frame` once it is ready; `count` requests stay in flight until then. */
+  const answer = (frame: Promise<Answer>, count: number) => {
+    inFlight += count;
+    deps.track(
+      frame
+        .then(send)
+        .catch((error: unknown) => logger.error('failed to answer a frame', { peer, ...describeError(error) }))
+        .finally(() => void (inFlight -= count)),
+    );
+  };
   ws.on('message', (data: RawData, isBinary: boolean) => {
     if (deps.isClosing() || ws.readyState !== ws.OPEN) return;
-    const answer = isBinary ? Promise.resolve({ frame: binaryFrameReply(), afterSend: [] }) : answerFrame(rawText(data), ctx, logger);
-    deps.track(answer.then(send).catch((error: unknown) => logger.error('failed to answer a frame', { peer, ...describeError(error) })));
+    if (isBinary) return answer(Promise.resolve({ frame: binaryFrameReply(), afterSend: [] }), 0);
+    const text = rawText(data);
+    const count = requestCount(text, ctx.limits.maxBatch);
+    if (inFlight + count > maxInFlight) {
+      // Nothing in the frame runs; a batch is admitted with all its elements or none.
+      const refused = rateLimitedFrame(text, { maxInFlight, maxBatch: ctx.limits.maxBatch }, RATE_LIMIT_RETRY_AFTER_MS);
+      return answer(Promise.resolve({ frame: refused, afterSend: [] }), 0);
+    }
+    answer(answerFrame(text, ctx, logger), count);
   });
 }
 

@@ -192,3 +192,42 @@ function validationError(error: z.ZodError): ProtocolError {
   const where = ['params', ...(issues[0]?.path ?? [])].join('.');
   return new ProtocolError(ErrorCode.VALIDATION_ERROR, `${where}: ${issues[0]?.message ?? 'invalid'}`, { issues });
 }
+
+/**
+ * How many requests a text frame holds, for the per-connection in-flight count: a batch counts
+ * its elements; anything else — one request, or a frame answered with a single error reply — is 1.
+ */
+export function requestCount(text: string, maxBatch: number): number {
+  // Only a batch needs parsing here; a frame that is not one is 1 whatever it holds.
+  if (!/^\s*\[/.test(text)) return 1;
+  let frame: unknown;
+  try {
+    frame = JSON.parse(text);
+  } catch {
+    return 1;
+  }
+  return Array.isArray(frame) && frame.length >= 1 && frame.length <= maxBatch ? frame.length : 1;
+}
+
+/**
+ * The RATE_LIMITED answer to a frame the connection has no room for: one failure per request, in
+ * the place its reply would take (a batch gets an array), so that every request is still answered
+ * exactly once. Nothing in the frame is run.
+ */
+export function rateLimitedFrame(text: string, limits: { maxInFlight: number; maxBatch: number }, retryAfterMs: number): string {
+  const { maxInFlight, maxBatch } = limits;
+  const error = new ProtocolError(
+    ErrorCode.RATE_LIMITED,
+    `this connection already has ${maxInFlight} requests in flight; retry after ${retryAfterMs} ms`,
+    { retryAfterMs, maxInFlight },
+  );
+  let frame: unknown;
+  try {
+    frame = JSON.parse(text);
+  } catch {
+    frame = undefined;
+  }
+  // A batch that is empty or above maxBatch gets one reply, as dispatch would give it.
+  if (Array.isArray(frame) && frame.length >= 1 && frame.length <= maxBatch) return `[${frame.map((request) => JSON.stringify(failure(headOf(request), error))).join(',')}]`;
+  return JSON.stringify(failure(headOf(frame), error));
+}

@@ -28,10 +28,27 @@ export interface Limits {
   maxBatch: number;
 }
 
+/**
+ * The limits on connections a server enforces; reported in `hello.limits` next to {@link Limits}
+ * so that a client can pace itself instead of learning them from RATE_LIMITED replies and closes.
+ */
+export interface ConnectionLimits {
+  /** Open WebSocket connections; an upgrade above it is refused with HTTP 503. */
+  maxConnections: number;
+  /** Requests (batch elements counted one by one) one connection may have in flight; above it, RATE_LIMITED. */
+  maxInFlight: number;
+  /** Unsent bytes a connection may leave queued before it is closed with 1013. */
+  maxBufferedBytes: number;
+  /** Interval of the server's WebSocket ping; a peer that misses one is terminated at the next. */
+  heartbeatIntervalMs: number;
+}
+
 /** What a handler may use besides its params. */
 export interface HandlerContext {
   engine: StorageEngine;
   limits: Limits;
+  /** Reported by hello only; enforced by the connection layer. */
+  connectionLimits: ConnectionLimits;
   durability: 'full' | 'normal';
   serverVersion: string;
   /** Bytes the reply's `data` may take: list and query shorten to it, getMany and setMany refuse. */
@@ -105,7 +122,7 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
   'kvStore.getNamespaces': async (p, { engine }) => ({ namespaces: await engine.getNamespaces(p.instanceId) }),
   'kvStore.getRecordCount': async (p, { engine }) => ({ count: await engine.count(p.instanceId, p.namespace) }),
 
-  'kvStore.hello': async (p, { limits, durability, serverVersion }) => {
+  'kvStore.hello': async (p, { limits, connectionLimits, durability, serverVersion }) => {
     if (p.protocolVersion !== undefined && p.protocolVersion !== PROTOCOL_VERSION) {
       throw new ProtocolError(
         ErrorCode.VERSION_MISMATCH,
@@ -118,7 +135,7 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
       serverVersion,
       durability,
       capabilities: [...CAPABILITIES],
-      limits: { ...limits, maxTtlMs: MAX_TTL_MS },
+      limits: { ...limits, maxTtlMs: MAX_TTL_MS, ...connectionLimits },
     };
   },
   'kvStore.ping': async () => ({ pong: true }),

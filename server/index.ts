@@ -15,13 +15,14 @@ import {
   type UpgradePolicy,
 } from './auth/index.js';
 import { serveConnection, type ConnectionDeps } from './connection.js';
-import type { Limits } from './handlers.js';
+import type { ConnectionLimits, Limits } from './handlers.js';
 import { describeError, silentLogger, type Logger } from './logger.js';
 import { isLoopbackHost } from './loopback.js';
 import { ENVELOPE_RESERVE_BYTES, largestSingleReply } from './reply-budget.js';
 import type { ChangeRetention, StorageEngine } from './storage/engine.js';
 import { openSqliteEngine } from './storage/sqlite.js';
 import { DEFAULT_CHANGE_RETENTION, startHousekeeping } from './housekeeping.js';
+import { checkPeriodicBackups, startPeriodicBackups, type PeriodicBackupOptions } from './backup.js';
 import { SERVER_VERSION } from './version.js';
 import { WatchHub } from './watch.js';
 
@@ -50,8 +51,23 @@ export interface ServerOptions {
    * that sends but never reads cannot grow the server's memory. @default 64 MiB
    */
   maxBufferedBytes?: number;
-  /** Interval of the ping that finds dead peers, in ms. @default 30000 */
+  /**
+   * Interval of the WebSocket ping that finds dead peers, in ms: a connection that has not
+   * answered one ping when the next is due is terminated. @default 30000
+   */
   heartbeatIntervalMs?: number;
+  /**
+   * Open WebSocket connections the server serves at once. An upgrade above it is refused before
+   * the upgrade with HTTP 503 and `Retry-After: 1`; the SDK retries it with its backoff. @default 1024
+   */
+  maxConnections?: number;
+  /**
+   * Requests one connection may have in flight (received, reply not yet sent), batch elements
+   * counted one by one. A frame that would go above it is not run: each of its requests is
+   * answered `RATE_LIMITED` with `data.retryAfterMs`. At least `limits.maxBatch`, so that a full
+   * batch fits on an idle connection. @default 1024
+   */
+  maxInFlight?: number;
   /** Structured logs. @default silentLogger */
   logger?: Logger;
   /**
@@ -65,6 +81,8 @@ export interface ServerOptions {
   allowHosts?: readonly string[];
   /** Certificate and key (PEM) to serve `wss://` instead of `ws://`. @default undefined (plain ws://) */
   tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Periodic online backups of the database into a directory, keeping the newest few. @default undefined (none) */
+  backup?: PeriodicBackupOptions;
 }
 
 /** A running kvhub server. */
@@ -99,6 +117,19 @@ export function checkBindAllowed(host: string, hasTokens: boolean): void {
 }
 
 const CLOSE_GOING_AWAY = 1001;
+const DEFAULT_MAX_CONNECTIONS = 1024;
+const DEFAULT_MAX_IN_FLIGHT = 1024;
+const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
+const DEFAULT_HEARTBEAT_INTERVAL_MS = 30_000;
+
+function checkConnectionLimits(connection: ConnectionLimits, limits: Limits): void {
+  for (const [name, value] of Object.entries(connection)) {
+    if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`${name} must be a whole number of at least 1, not ${value}`);
+  }
+  if (connection.maxInFlight < limits.maxBatch) {
+    throw new RangeError(`maxInFlight (${connection.maxInFlight}) must be at least maxBatch (${limits.maxBatch}), so that a full batch can run`);
+  }
+}
 
 /** Opens the storage engine, then serves the protocol over WebSocket and `GET /healthz` over HTTP. */
 export async function createServer(options: ServerOptions = {}): Promise<KvhubServer> {
@@ -118,11 +149,19 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
   if (largestSingleReply(limits.maxValueBytes) + ENVELOPE_RESERVE_BYTES > limits.maxPayloadBytes) {
     throw new RangeError('maxPayloadBytes must be at least twice maxValueBytes plus 36 KiB, so that any value fits in a reply');
   }
+  const connectionLimits: ConnectionLimits = {
+    maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+    maxInFlight: options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT,
+    maxBufferedBytes: options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES,
+    heartbeatIntervalMs: options.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS,
+  };
+  checkConnectionLimits(connectionLimits, limits);
+  if (options.backup !== undefined) checkPeriodicBackups(options.backup, options.engine);
   // Made before the database is opened: a certificate that does not fit its key throws here.
   const answer = (request: IncomingMessage, response: ServerResponse) => answerHttp(request, response, tokens);
   const http = options.tls !== undefined ? createHttpsServer({ cert: options.tls.cert, key: options.tls.key }, answer) : createHttpServer(answer);
   const engine = options.engine ?? openSqliteEngine(options.db ?? ':memory:', { durability });
-  const maxBufferedBytes = options.maxBufferedBytes ?? 64 * 1024 * 1024;
+  const maxBufferedBytes = options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
   const watch = new WatchHub(engine, { maxBufferedBytes, logger });
 
   const wss = new WebSocketServer({
@@ -134,12 +173,13 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
   });
   const inFlight = new Set<Promise<void>>();
   let closing = false;
-  const shared = { engine, limits, durability, serverVersion: SERVER_VERSION, watch };
+  const shared = { engine, limits, connectionLimits, durability, serverVersion: SERVER_VERSION, watch };
   // Each connection gets its own ctx, carrying the principal its token was checked for.
   const deps: Omit<ConnectionDeps, 'ctx'> = {
     logger,
     maxBufferedBytes,
-    heartbeatIntervalMs: options.heartbeatIntervalMs ?? 30_000,
+    heartbeatIntervalMs: connectionLimits.heartbeatIntervalMs,
+    maxInFlight: connectionLimits.maxInFlight,
     isClosing: () => closing,
     track(work) {
       inFlight.add(work);
@@ -147,9 +187,15 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
     },
   };
 
-  http.on('clientError', (error, socket) => {
+  http.on('clientError', (error: NodeJS.ErrnoException, socket) => {
     logger.debug('bad HTTP request', describeError(error));
-    socket.destroy();
+    // Answer what can still be answered (431 for headers above Node's 16 KiB maxHeaderSize), then drop it.
+    if (!socket.writable || error.code === 'ECONNRESET') return void socket.destroy();
+    const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+    socket.once('finish', () => socket.destroy());
+    // A peer that does not read the answer does not keep the socket.
+    setTimeout(() => socket.destroy(), 1000).unref();
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
   });
   http.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => {
     socket.on('error', (error) => logger.debug('socket error during upgrade', describeError(error)));
@@ -158,6 +204,11 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
     if (!verdict.ok) {
       logger.info('upgrade refused', { status: verdict.status, reason: verdict.reason, peer: socket.remoteAddress });
       return refuse(socket, verdict);
+    }
+    // ws adds a client to `clients` synchronously inside handleUpgrade, so this count is exact.
+    if (wss.clients.size >= connectionLimits.maxConnections) {
+      logger.warn('upgrade refused: connection limit reached', { maxConnections: connectionLimits.maxConnections, peer: socket.remoteAddress });
+      return refuse(socket, { status: 503, reason: `the server is at its limit of ${connectionLimits.maxConnections} connections; retry later` });
     }
     const connectionDeps: ConnectionDeps = { ...deps, ctx: { ...shared, principal: verdict.principal } };
     wss.handleUpgrade(request, socket, head, (ws) => serveConnection(ws, request, connectionDeps));
@@ -174,11 +225,14 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
     logger,
   );
 
+  const backups = options.backup === undefined ? undefined : startPeriodicBackups(engine, options.backup, logger);
+
   http.listen(options.port ?? 7420, host);
   try {
     await once(http, 'listening');
   } catch (error) {
     watch.close();
+    await backups?.stop();
     await housekeeping.stop();
     await engine.close();
     throw error;
@@ -204,6 +258,7 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
     );
     http.closeAllConnections();
     watch.close();
+    await backups?.stop();
     await housekeeping.stop();
     await engine.close();
     logger.info('closed', { url });
@@ -233,7 +288,7 @@ function json(response: ServerResponse, status: number, body: object, headers: R
 }
 
 /** Answers a refused upgrade with a plain HTTP response on the raw socket, then closes it. */
-function refuse(socket: Socket, { status, reason }: Refused): void {
+function refuse(socket: Socket, { status, reason }: { status: Refused['status'] | 503; reason: string }): void {
   const body = JSON.stringify({ error: reason });
   const head = [
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}`,
@@ -241,13 +296,14 @@ function refuse(socket: Socket, { status, reason }: Refused): void {
     'Content-Type: application/json',
     `Content-Length: ${Buffer.byteLength(body)}`,
     ...(status === 401 ? ['WWW-Authenticate: Bearer realm="kvhub"'] : []),
+    ...(status === 503 ? ['Retry-After: 1'] : []),
   ];
   socket.once('finish', () => socket.destroy());
   socket.end(`${head.join('\r\n')}\r\n\r\n${body}`);
 }
 
 
-export type { Limits } from './handlers.js';
+export type { ConnectionLimits, Limits } from './handlers.js';
 export { parseTokenFile, TokenConfigError, type Principal, type TokenGrant } from './auth/index.js';
 export type { Logger } from './logger.js';
 export { jsonLogger, silentLogger } from './logger.js';

@@ -87,6 +87,16 @@ describe('the CLI', () => {
     expect(await ipv6.ready()).toMatch(/^ws:\/\/\[::1\]:\d+$/);
   });
 
+  it('passes the connection limits on: --max-connections 1 turns a second connection away with 503', async () => {
+    const proc = cli(['--port', '0', '--db', ':memory:', '--max-connections', '1', '--max-in-flight', '2000']);
+    const url = await proc.ready();
+    const first = await connectRaw(url);
+    const hello = await first.request({ type: 'kvStore.hello', requestId: rid() });
+    expect(hello.data.limits).toMatchObject({ maxConnections: 1, maxInFlight: 2000 });
+    await expect(connectRaw(url)).rejects.toThrow(/503/);
+    await first.close();
+  });
+
   it('refuses a port in use and bad flags with a plain sentence', async () => {
     const holder = cli(['--port', '0', '--db', ':memory:']);
     const port = new URL(await holder.ready()).port;

@@ -91,6 +91,12 @@ export interface StorageEngine {
   pruneChanges(retention: ChangeRetention, limit: number, keepFrom?: number): Promise<number>;
   /** Deletes up to `limit` expired keys (each takes a revision); returns how many. */
   sweepExpired(limit: number): Promise<number>;
+  /**
+   * Optional, for engines that keep their data in a file: writes a consistent copy of the whole
+   * store to the new file `path` (refusing one that exists) while requests go on, and returns the
+   * revision the copy holds (every change up to it, none after). `signal` stops the copy.
+   */
+  backup?(path: string, options?: { signal?: AbortSignal }): Promise<{ revision: number }>;
   /** Flushes and releases the database. Idempotent. */
   close(): Promise<void>;
 }

@@ -29,8 +29,36 @@ export function openDatabase(path: string, options?: Database.Options): Database
       kept.push(statement);
       return statement;
     }) as Database.Database['prepare'];
+    keepBackups(db);
   }
   return db;
+}
+
+/**
+ * `db.backup()` makes a native Backup object (another ObjectWrap) through the native database's
+ * `backup` method, out of reach of the wrapper above; this shadows that method on the instance so
+ * every Backup is kept too. Should a later better-sqlite3 move it, backups are refused rather
+ * than risk the abort.
+ */
+function keepBackups(db: Database.Database): void {
+  const holder = db as unknown as Record<symbol, unknown>;
+  const native = Object.getOwnPropertySymbols(db)
+    .map((symbol) => holder[symbol])
+    .find((value): value is { backup: (...args: unknown[]) => object } => {
+      return typeof value === 'object' && value !== null && typeof (value as { backup?: unknown }).backup === 'function';
+    });
+  if (native === undefined) {
+    db.backup = () => Promise.reject(new Error(`online backup is unavailable on Node ${process.versions.node} with this better-sqlite3`));
+    return;
+  }
+  const backup = native.backup.bind(native);
+  Object.defineProperty(native, 'backup', {
+    value: (...args: unknown[]) => {
+      const handle = backup(...args);
+      kept.push(handle);
+      return handle;
+    },
+  });
 }
 
 /**

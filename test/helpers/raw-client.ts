@@ -30,7 +30,10 @@ export async function connectRaw(url: string, options: WebSocket.ClientOptions =
     if (waiter) waiter(frame);
     else queue.push(frame);
   });
-  const closed = once(socket, 'close').then(([code, reason]) => ({ code: code as number, reason: String(reason) }));
+  // Not events.once: it would also reject on 'error', unhandled when the upgrade is refused.
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    socket.once('close', (code, reason) => resolve({ code, reason: String(reason) })),
+  );
   await once(socket, 'open');
   const next = <T>() =>
     new Promise<T>((resolve) => {
