@@ -1,6 +1,7 @@
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { describeError, type Logger } from './logger.js';
+import { startPeriodic } from './periodic.js';
 import type { StorageEngine } from './storage/engine.js';
 
 /** Options of the server's periodic backups ({@link startPeriodicBackups}). */
@@ -60,7 +61,6 @@ export function startPeriodicBackups(engine: StorageEngine, options: PeriodicBac
   const backup = engine.backup!.bind(engine);
   const dir = resolve(options.dir);
   const aborter = new AbortController();
-  let running: Promise<void> | undefined;
 
   async function run(): Promise<void> {
     const started = new Date();
@@ -79,15 +79,11 @@ export function startPeriodicBackups(engine: StorageEngine, options: PeriodicBac
     }
   }
 
-  const timer = setInterval(() => {
-    running ??= run().finally(() => (running = undefined));
-  }, everyMs);
-  timer.unref();
+  const periodic = startPeriodic(everyMs, run);
   return {
     async stop() {
-      clearInterval(timer);
       aborter.abort();
-      await running;
+      await periodic.stop();
     },
   };
 }

@@ -1,5 +1,6 @@
 import type { ChangeRetention, StorageEngine } from './storage/engine.js';
 import { describeError, type Logger } from './logger.js';
+import { startPeriodic, type Periodic } from './periodic.js';
 
 /** Rows handled per transaction: small, so housekeeping never holds the writer for long. */
 const BATCH = 256;
@@ -11,25 +12,19 @@ export const DEFAULT_CHANGE_RETENTION: ChangeRetention = { maxCount: 100_000, ma
  * Runs `step` every `intervalMs`: each run repeats it (yielding to other work in between) while
  * it handles a full batch, so a backlog is worked off quickly without blocking requests.
  */
-function every(intervalMs: number, what: string, step: () => Promise<number>, logger: Logger): { stop(): Promise<void> } {
-  let running: Promise<void> | undefined;
+function every(intervalMs: number, what: string, step: () => Promise<number>, logger: Logger): Periodic {
   let stopped = false;
-  const run = async () => {
+  const periodic = startPeriodic(intervalMs, async () => {
     try {
       while (!stopped && (await step()) === BATCH) await new Promise((resolve) => setImmediate(resolve));
     } catch (error) {
       logger.error(`${what} failed`, describeError(error));
     }
-  };
-  const timer = setInterval(() => {
-    running ??= run().finally(() => (running = undefined));
-  }, intervalMs);
-  timer.unref();
+  });
   return {
     async stop() {
       stopped = true;
-      clearInterval(timer);
-      await running;
+      await periodic.stop();
     },
   };
 }

@@ -161,7 +161,7 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
   const answer = (request: IncomingMessage, response: ServerResponse) => answerHttp(request, response, tokens);
   const http = options.tls !== undefined ? createHttpsServer({ cert: options.tls.cert, key: options.tls.key }, answer) : createHttpServer(answer);
   const engine = options.engine ?? openSqliteEngine(options.db ?? ':memory:', { durability });
-  const maxBufferedBytes = options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
+  const { maxBufferedBytes } = connectionLimits;
   const watch = new WatchHub(engine, { maxBufferedBytes, logger });
 
   const wss = new WebSocketServer({
