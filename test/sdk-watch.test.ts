@@ -531,14 +531,20 @@ describe('reconnect', () => {
   }, 60_000);
 });
 
+/** A server of the test's own, a watcher client (with `options`) and an author client; instance `i` exists. */
+async function serverWithWatcher(options?: ClientOptions) {
+  const own = await startTestServer({ durability: 'normal' });
+  cleanups.push(() => own.close());
+  const watcher = client(own.url, options);
+  const author = client(own.url);
+  await author.kvStore.createInstance('i', undefined, { id: 'i' });
+  await watcher.waitForReady();
+  return { own, watcher, author };
+}
+
 describe('watch requests crossing a reconnect', () => {
   it('a watch made while the socket is closing is adopted after the reconnect: exactly one server subscription, each change pushed once', async () => {
-    const own = await startTestServer({ durability: 'normal' });
-    cleanups.push(() => own.close());
-    const watcher = client(own.url);
-    const author = client(own.url);
-    await author.kvStore.createInstance('i', undefined, { id: 'i' });
-    await watcher.waitForReady();
+    const { own, watcher, author } = await serverWithWatcher();
     const pushes = spyPushes(watcher);
 
     closeSocket(watcher);
@@ -562,12 +568,7 @@ describe('watch requests crossing a reconnect', () => {
   });
 
   it('a watch that crosses a reconnect and is unsubscribed before its reply is unwatched when the reply comes', async () => {
-    const own = await startTestServer({ durability: 'normal' });
-    cleanups.push(() => own.close());
-    const watcher = client(own.url);
-    const author = client(own.url);
-    await author.kvStore.createInstance('i', undefined, { id: 'i' });
-    await watcher.waitForReady();
+    const { own, watcher, author } = await serverWithWatcher();
 
     closeSocket(watcher);
     const sub = watcher.instance('i').watch();
@@ -586,13 +587,8 @@ describe('watch requests crossing a reconnect', () => {
 
 describe('unsubscribe() while not connected', () => {
   it('unsubscribe() resolves at once while the server is down, and the queued watch is never sent', async () => {
-    const own = await startTestServer({ durability: 'normal' });
-    cleanups.push(() => own.close());
     // A long request timeout: the bug made unsubscribe() wait for it.
-    const watcher = client(own.url, { requestTimeoutMs: 30_000 });
-    const author = client(own.url);
-    await author.kvStore.createInstance('i', undefined, { id: 'i' });
-    await watcher.waitForReady();
+    const { own, watcher, author } = await serverWithWatcher({ requestTimeoutMs: 30_000 });
 
     await own.stop();
     await until(() => watcher.state !== 'ready', 'the client to see the drop');
@@ -610,13 +606,8 @@ describe('unsubscribe() while not connected', () => {
   });
 
   it('unsubscribe() of a watch queued on a closing socket resolves once the socket is closed, without waiting for the reconnect', async () => {
-    const own = await startTestServer({ durability: 'normal' });
-    cleanups.push(() => own.close());
     // A slow reconnect (0.5 to 1 s): unsubscribe() must not wait for it.
-    const watcher = client(own.url, { requestTimeoutMs: 30_000, reconnect: { initialDelayMs: 1000, maxDelayMs: 1000 } });
-    const author = client(own.url);
-    await author.kvStore.createInstance('i', undefined, { id: 'i' });
-    await watcher.waitForReady();
+    const { own, watcher, author } = await serverWithWatcher({ requestTimeoutMs: 30_000, reconnect: { initialDelayMs: 1000, maxDelayMs: 1000 } });
 
     closeSocket(watcher);
     const sub = watcher.instance('i').watch();
