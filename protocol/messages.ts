@@ -124,6 +124,11 @@ export const SetManyEntry = z.strictObject({
 
 const empty = z.strictObject({});
 
+/** Makes a write exactly-once: a repeat with the same key and params gets the kept reply. */
+export const IdempotencyKey = z.string().min(1).max(255);
+/** The params every write takes besides its own. */
+const writeParams = { idempotencyKey: IdempotencyKey.optional() };
+
 /** A literal key prefix: compared as UTF-8 bytes, no wildcards. */
 export const Prefix = z
   .string()
@@ -172,6 +177,7 @@ export const messages = {
   // Codebolt-compatible
   'kvStore.createInstance': {
     params: z.strictObject({
+      ...writeParams,
       name: z.string().min(1).max(256).refine(wellFormed, WELL_FORMED),
       description: z.string().max(4096).refine(wellFormed, WELL_FORMED).optional(),
       id: InstanceId.optional(),
@@ -188,6 +194,7 @@ export const messages = {
   },
   'kvStore.updateInstance': {
     params: z.strictObject({
+      ...writeParams,
       instanceId: InstanceId,
       name: z.string().min(1).max(256).refine(wellFormed, WELL_FORMED).optional(),
       description: z.string().max(4096).refine(wellFormed, WELL_FORMED).optional(),
@@ -195,7 +202,7 @@ export const messages = {
     data: z.object({ instance: Instance }),
   },
   'kvStore.deleteInstance': {
-    params: z.strictObject({ instanceId: InstanceId }),
+    params: z.strictObject({ instanceId: InstanceId, ...writeParams }),
     data: z.object({ deleted: z.literal(true) }),
   },
   'kvStore.get': {
@@ -205,6 +212,7 @@ export const messages = {
   'kvStore.set': {
     params: z
       .strictObject({
+        ...writeParams,
         instanceId: InstanceId,
         namespace: Namespace,
         key: Key,
@@ -218,11 +226,11 @@ export const messages = {
     data: z.object({ record: KvRecord }),
   },
   'kvStore.delete': {
-    params: z.strictObject({ instanceId: InstanceId, namespace: Namespace, key: Key, ifVersion: Version.optional() }),
+    params: z.strictObject({ instanceId: InstanceId, namespace: Namespace, key: Key, ifVersion: Version.optional(), ...writeParams }),
     data: z.object({ deleted: z.boolean() }),
   },
   'kvStore.deleteNamespace': {
-    params: z.strictObject({ instanceId: InstanceId, namespace: Namespace }),
+    params: z.strictObject({ instanceId: InstanceId, namespace: Namespace, ...writeParams }),
     data: z.object({ deletedCount: z.number().int() }),
   },
   'kvStore.query': {
@@ -278,6 +286,7 @@ export const messages = {
   },
   'kvStore.setMany': {
     params: z.strictObject({
+      ...writeParams,
       instanceId: InstanceId,
       namespace: Namespace,
       entries: z.array(SetManyEntry).min(1),
@@ -303,6 +312,7 @@ export const messages = {
   },
   'kvStore.incr': {
     params: z.strictObject({
+      ...writeParams,
       instanceId: InstanceId,
       namespace: Namespace,
       key: Key,
@@ -313,7 +323,7 @@ export const messages = {
     data: z.object({ value: z.number(), record: KvRecord }),
   },
   'kvStore.expire': {
-    params: z.strictObject({ instanceId: InstanceId, namespace: Namespace, key: Key, ttlMs: TtlMs.nullable() }),
+    params: z.strictObject({ instanceId: InstanceId, namespace: Namespace, key: Key, ttlMs: TtlMs.nullable(), ...writeParams }),
     data: z.object({ updated: z.boolean() }),
   },
   'kvStore.ttl': {
@@ -322,6 +332,7 @@ export const messages = {
   },
   'kvStore.atomic': {
     params: z.strictObject({
+      ...writeParams,
       instanceId: InstanceId,
       checks: z.array(AtomicCheck).optional(),
       ops: z.array(AtomicOp).min(1),
@@ -353,6 +364,14 @@ export const messages = {
     data: z.object({ removed: z.boolean() }),
   },
 } as const;
+
+/**
+ * The request types that write: each takes an `idempotencyKey`. Derived from the schemas, so a new
+ * write is listed by giving it {@link writeParams}.
+ */
+export const WRITE_TYPES: ReadonlySet<keyof typeof messages> = new Set(
+  (Object.keys(messages) as (keyof typeof messages)[]).filter((type) => 'idempotencyKey' in messages[type].params.shape),
+);
 
 /**
  * The array params that hold one item per key, entry, op or check: at most the server's

@@ -1,4 +1,5 @@
 import { Buffer } from 'node:buffer';
+import { createHash } from 'node:crypto';
 import type { z } from 'zod';
 import {
   ERROR_REPLY_TYPE,
@@ -11,13 +12,14 @@ import {
   type Params,
   type RequestType,
 } from '../protocol/index.js';
-import { authorize } from './auth/index.js';
+import { authorize, type Principal } from './auth/index.js';
 import { handlers, type HandlerContext } from './handlers.js';
 import { describeError, type Logger } from './logger.js';
 import { ENVELOPE_RESERVE_BYTES, largestSingleReply } from './reply-budget.js';
+import type { WriteOptions } from './storage/engine.js';
 
 /** What every request of a connection shares: engine, limits, server facts, its watch session. */
-export type DispatchContext = Omit<HandlerContext, 'replyBudget' | 'afterReply'>;
+export type DispatchContext = Omit<HandlerContext, 'replyBudget' | 'afterReply' | 'writeOptions'>;
 
 /** The reply frame to one text frame, and what to run once it has been sent. */
 export interface Answer {
@@ -37,7 +39,7 @@ export async function answerFrame(text: string, ctx: DispatchContext, logger: Lo
   return { frame, afterSend };
 }
 
-type FrameContext = Omit<HandlerContext, 'replyBudget'>;
+type FrameContext = Omit<HandlerContext, 'replyBudget' | 'writeOptions'>;
 
 async function replyFrame(text: string, ctx: FrameContext, logger: Logger): Promise<string> {
   let frame: unknown;
@@ -122,13 +124,26 @@ async function replyTo(request: unknown, head: ReplyHead, ctx: FrameContext, rep
   try {
     authorize(type, parsed.data as Params<RequestType>, ctx.principal);
     const handler = handlers[type] as (params: unknown, ctx: HandlerContext) => Promise<unknown>;
-    const data = await handler(parsed.data, { ...ctx, replyBudget });
+    const writeOptions = () => writeOptionsOf(type, parsed.data, ctx.principal);
+    const data = await handler(parsed.data, { ...ctx, replyBudget, writeOptions });
     return { type, requestId: head.requestId, success: true, data, timestamp: new Date().toISOString() };
   } catch (error) {
     if (error instanceof ProtocolError) return failure(head, error);
     logger.error('request failed unexpectedly', { type, requestId: head.requestId, ...describeError(error) });
     return failure(head, new ProtocolError(ErrorCode.INTERNAL_ERROR, 'the server failed to handle this request'));
   }
+}
+
+/**
+ * A write's idempotency claim when its params carry a key: the key belongs to the principal's
+ * owner, and the fingerprint is a digest of the type and the other params as validated (schema
+ * order at the top, values as sent: a value with its keys reordered is another value).
+ */
+function writeOptionsOf(type: RequestType, params: unknown, principal: Principal): WriteOptions {
+  const { idempotencyKey, ...rest } = params as { idempotencyKey?: string };
+  if (idempotencyKey === undefined) return {};
+  const fingerprint = createHash('sha256').update(type).update('\0').update(JSON.stringify(rest)).digest('base64url');
+  return { idempotency: { owner: principal.owner, key: idempotencyKey, fingerprint } };
 }
 
 /**

@@ -17,7 +17,7 @@ import { canSeeInstance, type Principal } from './auth/index.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { toQueryInput } from './query.js';
 import { assertFits, fitToBudget, wireSize } from './reply-budget.js';
-import type { AtomicOpInput, StorageEngine, StoredValue } from './storage/engine.js';
+import type { AtomicOpInput, StorageEngine, StoredValue, WriteOptions } from './storage/engine.js';
 import { encodeValue } from './values.js';
 import type { WatchHub, WatchSession } from './watch.js';
 
@@ -61,6 +61,11 @@ export interface HandlerContext {
   afterReply(task: () => void): void;
   /** What the connection's token allows; dispatch has checked the request against it already. */
   principal: Principal;
+  /**
+   * The options of the request's write: its idempotency claim when it carries a key. A function,
+   * called once the handler has validated the params, because the claim's fingerprint serializes them.
+   */
+  writeOptions(): WriteOptions;
 }
 
 type Handler<T extends RequestType> = (params: Params<T>, ctx: HandlerContext) => Promise<ReplyData<T>>;
@@ -74,16 +79,18 @@ export const CAPABILITIES = ['batch', 'binary', 'ttl', 'conditions', 'atomic', '
  * value sizes) and leave storage semantics to the engine.
  */
 export const handlers: { [T in RequestType]: Handler<T> } = {
-  'kvStore.createInstance': async (p, { engine }) => ({ instance: await engine.createInstance(p) }),
+  'kvStore.createInstance': async ({ idempotencyKey: _, ...input }, { engine, writeOptions }) => ({
+    instance: await engine.createInstance(input, writeOptions()),
+  }),
   'kvStore.getInstance': async (p, { engine }) => ({ instance: await engine.getInstance(p.instanceId) }),
   'kvStore.listInstances': async (_p, { engine, principal }) => ({
     instances: (await engine.listInstances()).filter((instance) => canSeeInstance(principal, instance.id)),
   }),
-  'kvStore.updateInstance': async ({ instanceId, ...patch }, { engine }) => ({
-    instance: await engine.updateInstance(instanceId, patch),
+  'kvStore.updateInstance': async ({ instanceId, idempotencyKey: _, ...patch }, { engine, writeOptions }) => ({
+    instance: await engine.updateInstance(instanceId, patch, writeOptions()),
   }),
-  'kvStore.deleteInstance': async (p, { engine }) => {
-    await engine.deleteInstance(p.instanceId);
+  'kvStore.deleteInstance': async (p, { engine, writeOptions }) => {
+    await engine.deleteInstance(p.instanceId, writeOptions());
     return { deleted: true };
   },
 
@@ -91,7 +98,7 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
     const record = await engine.get(p.instanceId, p.namespace, p.key);
     return { value: record ? record.value : null, exists: record !== null, record };
   },
-  'kvStore.set': async (p, { engine, limits }) => {
+  'kvStore.set': async (p, { engine, limits, writeOptions }) => {
     const ttlMs = checkTtl(p.ttlMs, ['ttlMs']);
     const value = encodeValue(p.value, p.contentType, limits.maxValueBytes);
     const record = await engine.set({
@@ -103,14 +110,14 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
       ...(p.ifVersion !== undefined && { ifVersion: p.ifVersion }),
       ...(p.ifAbsent !== undefined && { ifAbsent: p.ifAbsent }),
       ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }),
-    });
+    }, writeOptions());
     return { record };
   },
-  'kvStore.delete': async (p, { engine }) => ({
-    deleted: await engine.delete(p.instanceId, p.namespace, p.key, p.ifVersion),
+  'kvStore.delete': async (p, { engine, writeOptions }) => ({
+    deleted: await engine.delete(p.instanceId, p.namespace, p.key, p.ifVersion, writeOptions()),
   }),
-  'kvStore.deleteNamespace': async (p, { engine }) => ({
-    deletedCount: await engine.deleteNamespace(p.instanceId, p.namespace),
+  'kvStore.deleteNamespace': async (p, { engine, writeOptions }) => ({
+    deletedCount: await engine.deleteNamespace(p.instanceId, p.namespace, writeOptions()),
   }),
   'kvStore.query': async (p, { engine, limits, replyBudget }) => {
     const input = toQueryInput(p.query, limits.maxValueBytes);
@@ -149,7 +156,7 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
     assertFits(items.reduce((sum, item) => sum + wireSize(item), 0), replyBudget, 'getMany');
     return { items };
   },
-  'kvStore.setMany': async (p, { engine, limits, replyBudget }) => {
+  'kvStore.setMany': async (p, { engine, limits, replyBudget, writeOptions }) => {
     checkDistinct(p.entries.map((entry) => entry.key), (i) => ['entries', i, 'key']);
     const entries = p.entries.map((entry, i) => {
       const ttlMs = checkTtl(entry.ttlMs, ['entries', i, 'ttlMs']);
@@ -166,7 +173,7 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
       namespace: p.namespace,
       entries,
       ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }),
-    });
+    }, writeOptions());
     return { records };
   },
   'kvStore.list': async (p, { engine, replyBudget }) => {
@@ -190,7 +197,7 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
     const cursor = more && last ? encodeCursor(last.key) : null;
     return p.keysOnly ? { keys: items as string[], cursor } : { records: items as KvRecord[], cursor };
   },
-  'kvStore.incr': async (p, { engine }) => {
+  'kvStore.incr': async (p, { engine, writeOptions }) => {
     const ttlMs = checkTtl(p.ttlMs, ['ttlMs']);
     const record = await engine.incr({
       instanceId: p.instanceId,
@@ -199,12 +206,12 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
       by: p.by ?? 1,
       ...(ttlMs !== undefined && { ttlMs }),
       ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }),
-    });
+    }, writeOptions());
     return { value: record.value as number, record };
   },
-  'kvStore.expire': async (p, { engine }) => {
+  'kvStore.expire': async (p, { engine, writeOptions }) => {
     const ttlMs = p.ttlMs === null ? null : checkTtl(p.ttlMs, ['ttlMs'])!;
-    return { updated: await engine.expire(p.instanceId, p.namespace, p.key, ttlMs) };
+    return { updated: await engine.expire(p.instanceId, p.namespace, p.key, ttlMs, writeOptions()) };
   },
   'kvStore.ttl': async (p, { engine }) => engine.ttl(p.instanceId, p.namespace, p.key),
   'kvStore.watch': async ({ fromRevision, ...filter }, { watch, session, afterReply }) => {
@@ -214,7 +221,7 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
     return subscription;
   },
   'kvStore.unwatch': async (p, { watch, session }) => ({ removed: watch.unsubscribe(session, p.subscriptionId) }),
-  'kvStore.atomic': async (p, { engine, limits, replyBudget }) => {
+  'kvStore.atomic': async (p, { engine, limits, replyBudget, writeOptions }) => {
     const checks = p.checks ?? [];
     checkDistinct(
       p.ops.map((op) => JSON.stringify([op.namespace, op.key])),
@@ -239,7 +246,7 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
       checks,
       ops,
       ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }),
-    });
+    }, writeOptions());
     return { committed: true, ...result };
   },
 };

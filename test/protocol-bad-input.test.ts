@@ -66,7 +66,7 @@ describe('params', () => {
 
   it.each([
     ['an unknown param', { ...base, colour: 'red' }],
-    ['idempotencyKey (not in this release)', { ...base, idempotencyKey: 'abc' }],
+    ['an idempotencyKey that is not a string', { ...base, idempotencyKey: 5 }],
     ['a wrong type', { ...base, key: 5 }],
     ['params that are not an object', 'nope'],
     ['null params', null],

@@ -981,6 +981,95 @@ export function runStorageContract(
       });
     });
 
+    describe('exactly-once writes', () => {
+      const claim = (key: string, fingerprint = 'f1', owner = '') => ({ idempotency: { owner, key, fingerprint } });
+      const incr = (key: string, options: ReturnType<typeof claim>) =>
+        engine.incr({ instanceId: 'i1', namespace: 'ns', key, by: 1 }, options);
+
+      it('runs a keyed write once: a repeat returns the kept outcome and writes nothing', async () => {
+        const first = await incr('n', claim('op-1'));
+        const revision = await engine.currentRevision();
+        advance(10);
+        expect(await incr('n', claim('op-1'))).toEqual(first);
+        expect(await engine.currentRevision()).toBe(revision);
+        expect((await get('n'))?.value).toBe(1);
+        expect((await incr('n', claim('op-2'))).value).toBe(2);
+      });
+
+      it('refuses a key reused with another fingerprint with VALIDATION_ERROR, writing nothing', async () => {
+        await incr('n', claim('op-1', 'f1'));
+        const revision = await engine.currentRevision();
+        await expect(incr('n', claim('op-1', 'f2'))).rejects.toMatchObject({
+          code: 'VALIDATION_ERROR',
+          data: { issues: [expect.objectContaining({ path: ['idempotencyKey'] })] },
+        });
+        expect(await engine.currentRevision()).toBe(revision);
+      });
+
+      it('keeps a failure of a write that ran: the repeat fails the same way even once it could succeed', async () => {
+        await set('k', 'v1');
+        const stale = () => engine.delete('i1', 'ns', 'k', 2, claim('del-1'));
+        const failure = await stale().catch((error: unknown) => error);
+        expect(failure).toMatchObject({ code: 'CONFLICT', data: { current: expect.objectContaining({ version: 1 }) } });
+        await set('k', 'v2');
+        await expect(stale()).rejects.toMatchObject({ code: 'CONFLICT', message: (failure as Error).message });
+        expect((await get('k'))?.value).toBe('v2');
+        await expect(engine.set({ instanceId: 'nope', namespace: 'ns', key: 'k', value: json(1) }, claim('s-1'))).rejects.toMatchObject({
+          code: 'INSTANCE_NOT_FOUND',
+        });
+        await engine.createInstance({ id: 'nope', name: 'now there' });
+        await expect(engine.set({ instanceId: 'nope', namespace: 'ns', key: 'k', value: json(1) }, claim('s-1'))).rejects.toMatchObject({
+          code: 'INSTANCE_NOT_FOUND',
+        });
+        expect(await engine.get('nope', 'ns', 'k')).toBeNull();
+      });
+
+      it('keeps keys per owner', async () => {
+        await incr('n', claim('op-1', 'f1', 'alice'));
+        expect((await incr('n', claim('op-1', 'f1', 'bob'))).value).toBe(2);
+        expect((await incr('n', claim('op-1', 'f1', 'alice'))).value).toBe(1);
+      });
+
+      it('keeps replies across deleteInstance', async () => {
+        const created = await engine.createInstance({ id: 'i2', name: 'two' }, claim('create-i2'));
+        await engine.deleteInstance('i2', claim('delete-i2'));
+        expect(await engine.createInstance({ id: 'i2', name: 'two' }, claim('create-i2'))).toEqual(created);
+        await expect(engine.getInstance('i2')).rejects.toMatchObject({ code: 'INSTANCE_NOT_FOUND' });
+        await engine.deleteInstance('i2', claim('delete-i2'));
+      });
+
+      it('forgets kept replies once they are older than the window', async () => {
+        await incr('n', claim('op-1'));
+        advance(1000);
+        await incr('n', claim('op-2'));
+        expect(await engine.pruneKeptReplies(1000, 10)).toBe(0);
+        advance(1);
+        expect(await engine.pruneKeptReplies(1000, 10)).toBe(1);
+        // op-1 was forgotten and runs again; op-2 is still kept and replies with the value it had then.
+        expect((await incr('n', claim('op-1'))).value).toBe(3);
+        expect((await incr('n', claim('op-2'))).value).toBe(2);
+      });
+
+      it('keeps every kind of write', async () => {
+        await set('k', 1);
+        const writes: [string, () => Promise<unknown>][] = [
+          ['update', () => engine.updateInstance('i1', { name: 'renamed' }, claim('w1'))],
+          ['set', () => engine.set({ instanceId: 'i1', namespace: 'ns', key: 'a', value: json(1) }, claim('w2'))],
+          ['setMany', () => engine.setMany({ instanceId: 'i1', namespace: 'ns', entries: [{ key: 'b', value: json(1) }] }, claim('w3'))],
+          ['expire', () => engine.expire('i1', 'ns', 'k', 5000, claim('w4'))],
+          ['atomic', () => engine.atomic({ instanceId: 'i1', checks: [], ops: [{ op: 'incr', namespace: 'ns', key: 'c', by: 1 }] }, claim('w5'))],
+          ['delete', () => engine.delete('i1', 'ns', 'a', undefined, claim('w6'))],
+          ['deleteNamespace', () => engine.deleteNamespace('i1', 'other', claim('w7'))],
+        ];
+        for (const [name, write] of writes) {
+          const first = await write();
+          const revision = await engine.currentRevision();
+          expect(await write(), name).toEqual(first);
+          expect(await engine.currentRevision(), name).toBe(revision);
+        }
+      });
+    });
+
     describe('close', () => {
       it('is idempotent', async () => {
         await engine.close();

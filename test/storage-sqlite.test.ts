@@ -11,6 +11,7 @@ import { SCHEMA_VERSION } from '../server/storage/migrations.js';
 import { DatabaseInUseError, SchemaTooNewError, openSqliteEngine } from '../server/storage/sqlite.js';
 import { openConnection } from '../server/storage/sqlite-connection.js';
 import { openDatabase, pragma } from '../server/storage/sqlite-native.js';
+import type { StorageEngine } from '../server/storage/engine.js';
 import { json, runStorageContract } from './storage-contract.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -223,6 +224,103 @@ describe('sqlite engine: storage failures', () => {
       expect(report.written).toBeGreaterThan(0);
       // The failed write left nothing behind: not its record and not its revision.
       expect(report).toMatchObject({ revision: report.written, count: report.written, last: null });
+    },
+    30_000,
+  );
+});
+
+describe('sqlite engine: group commit', () => {
+  const setKey = (engine: StorageEngine, key: string, value: unknown, extra: { ifAbsent?: boolean } = {}) =>
+    engine.set({ instanceId: 'i', namespace: 'n', key, value: json(value), ...extra });
+
+  async function withEngine(run: (engine: StorageEngine) => Promise<void>): Promise<void> {
+    const engine = openSqliteEngine(freshPath());
+    try {
+      await engine.createInstance({ id: 'i', name: 'i' });
+      await run(engine);
+    } finally {
+      await engine.close();
+    }
+  }
+
+  it('gives the writes of one turn one commit and one announcement, in the order they came', async () => {
+    await withEngine(async (engine) => {
+      const announced: number[][] = [];
+      engine.onCommit((changes) => announced.push(changes.map((change) => change.revision)));
+      const before = engine.metrics().commits;
+      const records = await Promise.all(['a', 'b', 'c', 'd'].map((key, i) => setKey(engine, key, i)));
+      expect(records.map((record) => record.revision)).toEqual([1, 2, 3, 4]);
+      expect(engine.metrics().commits).toBe(before + 1);
+      expect(announced).toEqual([[1, 2, 3, 4]]);
+      // A lone write is committed on its own, without waiting for company.
+      await setKey(engine, 'e', 5);
+      expect(engine.metrics().commits).toBe(before + 2);
+    });
+  });
+
+  it("undoes only the failed write of a group, and its revision is not taken", async () => {
+    await withEngine(async (engine) => {
+      await setKey(engine, 'taken', 'zero');
+      const results = await Promise.allSettled([
+        setKey(engine, 'a', 1),
+        setKey(engine, 'taken', 'again', { ifAbsent: true }),
+        engine.incr({ instanceId: 'i', namespace: 'n', key: 'taken', by: 1 }),
+        setKey(engine, 'b', 2),
+      ]);
+      expect(results.map((result) => result.status)).toEqual(['fulfilled', 'rejected', 'rejected', 'fulfilled']);
+      expect(results.map((result) => (result.status === 'rejected' ? (result.reason as ProtocolError).code : null))).toEqual([
+        null,
+        'CONFLICT',
+        'TYPE_MISMATCH',
+        null,
+      ]);
+      expect((await engine.get('i', 'n', 'b'))?.revision).toBe(3);
+      expect((await engine.get('i', 'n', 'taken'))?.value).toBe('zero');
+      expect(await engine.currentRevision()).toBe(3);
+    });
+  });
+
+  it('keeps the order of requests: a read sees the writes before it in the turn, not those after', async () => {
+    await withEngine(async (engine) => {
+      await setKey(engine, 'k', 'old');
+      const [before, , after] = await Promise.all([engine.get('i', 'n', 'k'), setKey(engine, 'k', 'new'), engine.get('i', 'n', 'k')]);
+      expect(before?.value).toBe('old');
+      expect(after?.value).toBe('new');
+    });
+  });
+
+  it.runIf(process.platform === 'linux')(
+    'fails every write of a group whose commit fails, leaves none of them, and re-reads for held reads',
+    async () => {
+      // The writes fit in SQLite's page cache, so nothing reaches the file before COMMIT, which
+      // then cannot write the WAL past RLIMIT_FSIZE.
+      const child = spawnTs(
+        `import { openSqliteEngine } from ${JSON.stringify(engineModule)};
+         const engine = openSqliteEngine(process.env.KVHUB_TEST_DB);
+         await engine.createInstance({ id: 'i', name: 'i' });
+         await engine.set({ instanceId: 'i', namespace: 'n', key: 'k0', value: { contentType: 'application/json', json: '"before"' } });
+         const revision = await engine.currentRevision();
+         const commits = engine.metrics().commits;
+         const big = JSON.stringify('x'.repeat(200_000));
+         const writes = Array.from({ length: 10 }, (_, i) =>
+           engine.set({ instanceId: 'i', namespace: 'n', key: 'k' + i, value: { contentType: 'application/json', json: big } }));
+         const heldRead = engine.get('i', 'n', 'k0');
+         const outcomes = await Promise.allSettled(writes);
+         const read = await heldRead;
+         console.log(JSON.stringify({
+           codes: outcomes.map((o) => o.status === 'rejected' ? o.reason.code : 'ok'),
+           revisionBefore: revision, revisionAfter: await engine.currentRevision(),
+           commits: engine.metrics().commits - commits,
+           count: await engine.count('i'), read: read?.value,
+         }));
+         await engine.close();`,
+        freshPath(),
+        { fileSizeBlocks: 1024 },
+      );
+      const [line] = await waitForLine(child, '{');
+      const report = JSON.parse(line!) as { codes: string[]; revisionBefore: number; revisionAfter: number; commits: number; count: number; read: unknown };
+      expect(report.codes).toEqual(Array(10).fill('STORAGE_ERROR'));
+      expect(report).toMatchObject({ revisionAfter: report.revisionBefore, commits: 0, count: 1, read: 'before' });
     },
     30_000,
   );

@@ -6,10 +6,15 @@ export interface Principal {
   readonly instances: ReadonlySet<string> | undefined;
   /** True when every write is FORBIDDEN. */
   readonly readonly: boolean;
+  /**
+   * Whose idempotency keys its writes use: the hex SHA-256 of the token (never the token itself,
+   * which must not reach the database), or '' on a server without tokens, where keys are shared.
+   */
+  readonly owner: string;
 }
 
-/** The principal of a connection to a server without tokens, and of a full-access token. */
-export const FULL_ACCESS: Principal = Object.freeze({ instances: undefined, readonly: false });
+/** The principal of a connection to a server without tokens. */
+export const FULL_ACCESS: Principal = Object.freeze({ instances: undefined, readonly: false, owner: '' });
 
 /** One configured token and what it grants. */
 export interface TokenGrant {
@@ -82,7 +87,9 @@ export class TokenSet {
       if (seen.has(grant.token)) throw new TokenConfigError(`token ${index + 1} is configured twice; give each token one line`);
       seen.add(grant.token);
       const instances = grant.instances === undefined || grant.instances === '*' ? undefined : new Set(grant.instances);
-      return { digest: digest(grant.token), principal: Object.freeze({ instances, readonly: grant.readonly === true }) };
+      const tokenDigest = digest(grant.token);
+      const principal = Object.freeze({ instances, readonly: grant.readonly === true, owner: tokenDigest.toString('hex') });
+      return { digest: tokenDigest, principal };
     });
   }
 

@@ -19,14 +19,20 @@ import type { Instance, KvRecord, QueryOperator, RecordField, WatchEvent } from 
  * - `version` is 1 on creation and +1 on every write of the key.
  * - `autoCreate` on a missing instance creates it with id = name = instanceId; without it, an
  *   operation on a missing instance throws INSTANCE_NOT_FOUND.
+ * - A write acknowledged (its promise settled) is committed — in a durable engine, on disk — and
+ *   no read ever returns what a write not yet committed changed.
+ * - A write given an `idempotency` claim runs at most once per owner and key: its outcome, success
+ *   or a ProtocolError other than STORAGE_ERROR and INTERNAL_ERROR, is kept in the write's own
+ *   transaction, and a repeat returns (or throws) the kept outcome and writes nothing. A repeat
+ *   whose fingerprint differs throws VALIDATION_ERROR.
  */
 export interface StorageEngine {
-  createInstance(input: { id?: string; name: string; description?: string }): Promise<Instance>;
+  createInstance(input: { id?: string; name: string; description?: string }, options?: WriteOptions): Promise<Instance>;
   getInstance(instanceId: string): Promise<Instance>;
   listInstances(): Promise<Instance[]>;
-  updateInstance(instanceId: string, patch: { name?: string; description?: string }): Promise<Instance>;
+  updateInstance(instanceId: string, patch: { name?: string; description?: string }, options?: WriteOptions): Promise<Instance>;
   /** Deletes the instance and all of its records. */
-  deleteInstance(instanceId: string): Promise<void>;
+  deleteInstance(instanceId: string, options?: WriteOptions): Promise<void>;
 
   /** The live record, or null when absent or expired. */
   get(instanceId: string, namespace: string, key: string): Promise<KvRecord | null>;
@@ -36,21 +42,21 @@ export interface StorageEngine {
    */
   getMany(instanceId: string, namespace: string, keys: readonly string[], maxBytes?: number): Promise<(KvRecord | null)[]>;
   /** Replaces the whole record (a set without `ttlMs` clears the expiry). Throws CONFLICT when a condition fails. */
-  set(input: SetInput): Promise<KvRecord>;
+  set(input: SetInput, options?: WriteOptions): Promise<KvRecord>;
   /** All entries or none, consecutive revisions in entry order. */
-  setMany(input: SetManyInput): Promise<KvRecord[]>;
+  setMany(input: SetManyInput, options?: WriteOptions): Promise<KvRecord[]>;
   /** False when the key was absent. Throws CONFLICT when `ifVersion` does not match. */
-  delete(instanceId: string, namespace: string, key: string, ifVersion?: number): Promise<boolean>;
+  delete(instanceId: string, namespace: string, key: string, ifVersion?: number, options?: WriteOptions): Promise<boolean>;
   /** Number of live keys deleted. */
-  deleteNamespace(instanceId: string, namespace: string): Promise<number>;
+  deleteNamespace(instanceId: string, namespace: string, options?: WriteOptions): Promise<number>;
   /** Adds `by` to a number value (creating it at `by`; `ttlMs` applies only then). Throws TYPE_MISMATCH. */
-  incr(input: IncrInput): Promise<KvRecord>;
+  incr(input: IncrInput, options?: WriteOptions): Promise<KvRecord>;
   /** Sets (ttlMs) or removes (null) the expiry of a live key; counts as a write. False when absent. */
-  expire(instanceId: string, namespace: string, key: string, ttlMs: number | null): Promise<boolean>;
+  expire(instanceId: string, namespace: string, key: string, ttlMs: number | null, options?: WriteOptions): Promise<boolean>;
   /** Remaining time to live in ms (null: no expiry or absent). */
   ttl(instanceId: string, namespace: string, key: string): Promise<{ exists: boolean; ttlMs: number | null }>;
   /** Checks, then ops, in one transaction. CONFLICT carries the first failing check's current record. */
-  atomic(input: AtomicInput): Promise<{ revision: number; records: (KvRecord | null)[] }>;
+  atomic(input: AtomicInput, options?: WriteOptions): Promise<{ revision: number; records: (KvRecord | null)[] }>;
 
   /**
    * One page of live keys in UTF-8 byte order (or reverse), strictly after `after` when given.
@@ -91,6 +97,10 @@ export interface StorageEngine {
   pruneChanges(retention: ChangeRetention, limit: number, keepFrom?: number): Promise<number>;
   /** Deletes up to `limit` expired keys (each takes a revision); returns how many. */
   sweepExpired(limit: number): Promise<number>;
+  /** Forgets up to `limit` kept replies of keyed writes older than `maxAgeMs`; returns how many. */
+  pruneKeptReplies(maxAgeMs: number, limit: number): Promise<number>;
+  /** Counters since the engine opened, for monitoring. */
+  metrics(): EngineMetrics;
   /**
    * Optional, for engines that keep their data in a file: writes a consistent copy of the whole
    * store to the new file `path` (refusing one that exists) while requests go on, and returns the
@@ -99,6 +109,24 @@ export interface StorageEngine {
   backup?(path: string, options?: { signal?: AbortSignal }): Promise<{ revision: number }>;
   /** Flushes and releases the database. Idempotent. */
   close(): Promise<void>;
+}
+
+/** Options of every write. */
+export interface WriteOptions {
+  /** Makes the write exactly-once (see {@link StorageEngine}). */
+  idempotency?: IdempotencyClaim;
+}
+
+/** A keyed write: who sent it, the key, and a digest of the request (type and params). */
+export interface IdempotencyClaim {
+  owner: string;
+  key: string;
+  fingerprint: string;
+}
+
+export interface EngineMetrics {
+  /** Transactions committed; in a durable engine, each is one flush to disk. */
+  commits: number;
 }
 
 /** A value ready to store: JSON text, or bytes with their content type. */

@@ -75,6 +75,26 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    version: 3,
+    description: 'kept replies of keyed writes (exactly-once)',
+    up(db) {
+      db.exec(`
+        -- The outcome of each write sent with an idempotencyKey, per owner (a token's digest, or
+        -- '' without auth), written in the transaction of the write. fingerprint identifies the
+        -- request (type and params) so that a reused key with other params is refused.
+        CREATE TABLE kept_replies (
+          owner TEXT NOT NULL,
+          key TEXT NOT NULL,
+          fingerprint TEXT NOT NULL,
+          outcome TEXT NOT NULL,
+          created_at INTEGER NOT NULL,
+          PRIMARY KEY (owner, key)
+        ) STRICT;
+        CREATE INDEX kept_replies_by_age ON kept_replies (created_at);
+      `);
+    },
+  },
 ];
 
 /** The schema version this code writes. */

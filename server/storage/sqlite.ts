@@ -13,7 +13,9 @@ import { decodeValue } from '../values.js';
 import type {
   AtomicInput,
   ChangeRetention,
+  EngineMetrics,
   EngineOptions,
+  IdempotencyClaim,
   IncrInput,
   ListInput,
   QueryInput,
@@ -22,6 +24,7 @@ import type {
   Stats,
   StorageEngine,
   StoredValue,
+  WriteOptions,
 } from './engine.js';
 import { prefixUpperBound } from './key-range.js';
 import { join, sql, type Bindable, type Sql } from './sql.js';
@@ -29,6 +32,8 @@ import { isInMemoryPath, openConnection } from './sqlite-connection.js';
 import { toEngineError } from './sqlite-errors.js';
 import { acquireFileLock, type FileLock } from './sqlite-lock.js';
 import { writeBackup } from './sqlite-backup.js';
+import { GroupCommit, type TransactionState } from './sqlite-group-commit.js';
+import { isKeptFailure, keptOutcome, parseOutcome, type Outcome } from './kept-replies.js';
 import { buildQuery } from './sqlite-query.js';
 
 export { DatabaseInUseError } from './sqlite-lock.js';
@@ -111,6 +116,11 @@ interface ChangeRow {
   created_at: number;
 }
 
+interface KeptReplyRow {
+  fingerprint: string;
+  outcome: string;
+}
+
 interface KeyRow {
   instance_id: string;
   namespace: string;
@@ -152,6 +162,14 @@ function prepareStatements(db: Database.Database) {
       'SELECT revision, created_at FROM changes ORDER BY revision LIMIT ?',
     ),
     dropChangesThrough: db.prepare<[number]>('DELETE FROM changes WHERE revision <= ?'),
+
+    getKeptReply: db.prepare<[string, string], KeptReplyRow>('SELECT fingerprint, outcome FROM kept_replies WHERE owner = ? AND key = ?'),
+    keepReply: db.prepare<[string, string, string, string, number]>(
+      'INSERT INTO kept_replies (owner, key, fingerprint, outcome, created_at) VALUES (?, ?, ?, ?, ?)',
+    ),
+    pruneKeptReplies: db.prepare<[number, number]>(
+      'DELETE FROM kept_replies WHERE rowid IN (SELECT rowid FROM kept_replies WHERE created_at < ? ORDER BY created_at LIMIT ?)',
+    ),
 
     getInstance: db.prepare<[string], InstanceRow>('SELECT * FROM instances WHERE id = ?'),
     listInstances: db.prepare<[], InstanceRow>('SELECT * FROM instances ORDER BY created_at, id'),
@@ -227,17 +245,26 @@ const STATEMENT_CACHE_SIZE = 200;
 
 // ---------------------------------------------------------------- engine
 
+/** What a savepoint or a failed commit returns to: see {@link TransactionState}. */
+interface Mark {
+  revision: number;
+  oldestChange: number;
+  /** How many of `uncommitted` there were. */
+  changes: number;
+}
+
 /**
- * The SQLite engine. better-sqlite3 is synchronous: each write runs in one IMMEDIATE transaction
- * with nothing awaited inside, and a read's statements run back to back, so no other call can
- * interleave with either. Methods are `async` only to fit the engine interface.
+ * The SQLite engine. better-sqlite3 is synchronous: each write runs in its own savepoint of the
+ * open group-commit transaction with nothing awaited inside, and a read's statements run back to
+ * back, so no other call can interleave with either (see {@link GroupCommit}).
  */
 class SqliteEngine implements StorageEngine {
   private readonly stmts: Statements;
   private readonly cache = new Map<string, Database.Statement<Bindable[], unknown>>();
-  /** Runs a callback inside a transaction; `.immediate` takes the write lock up front. */
-  private readonly transaction: Database.Transaction<(fn: () => unknown) => unknown>;
-  /** The highest revision taken; mirrors `meta.revision`, restored when a transaction fails. */
+  private readonly group: GroupCommit<Mark>;
+  /** Online backups running: while any does, writes commit one by one (see GroupCommit.deferCommits). */
+  private backups = 0;
+  /** The highest revision taken; `meta.revision` is brought up to it before each commit. */
   private revision: number;
   /** The oldest revision the change log holds; mirrors `meta.oldest_change`. */
   private oldestChange: number;
@@ -254,15 +281,15 @@ class SqliteEngine implements StorageEngine {
     private readonly now: () => number,
   ) {
     this.stmts = prepareStatements(db);
-    this.transaction = db.transaction((fn: () => unknown) => fn());
+    this.group = new GroupCommit(db, this.transactionState());
     this.revision = this.stmts.loadRevision.get() ?? 0;
     this.oldestChange = this.stmts.loadOldestChange.get() ?? 1;
   }
 
   // ------------------------------------------------------------ instances
 
-  async createInstance(input: { id?: string; name: string; description?: string }): Promise<Instance> {
-    return this.write(() => {
+  async createInstance(input: { id?: string; name: string; description?: string }, options?: WriteOptions): Promise<Instance> {
+    return this.write(options, () => {
       const id = input.id ?? nanoid();
       if (this.stmts.getInstance.get(id) !== undefined) {
         throw new ProtocolError(ErrorCode.INSTANCE_EXISTS, `instance '${id}' already exists`);
@@ -282,8 +309,8 @@ class SqliteEngine implements StorageEngine {
     return this.read(() => this.stmts.listInstances.all().map(toInstance));
   }
 
-  async updateInstance(instanceId: string, patch: { name?: string; description?: string }): Promise<Instance> {
-    return this.write(() => {
+  async updateInstance(instanceId: string, patch: { name?: string; description?: string }, options?: WriteOptions): Promise<Instance> {
+    return this.write(options, () => {
       const current = this.instanceRow(instanceId);
       const row: InstanceRow = {
         ...current,
@@ -296,8 +323,8 @@ class SqliteEngine implements StorageEngine {
     });
   }
 
-  async deleteInstance(instanceId: string): Promise<void> {
-    this.write(() => {
+  async deleteInstance(instanceId: string, options?: WriteOptions): Promise<void> {
+    await this.write(options, () => {
       this.instanceRow(instanceId);
       // Like any write that finds keys expired, record their expiries before its own revision.
       for (const row of this.stmts.expiredInInstance.all(instanceId, this.now())) this.expireKey(row);
@@ -336,8 +363,8 @@ class SqliteEngine implements StorageEngine {
     });
   }
 
-  async set(input: SetInput): Promise<KvRecord> {
-    return this.write(() => {
+  async set(input: SetInput, options?: WriteOptions): Promise<KvRecord> {
+    return this.write(options, () => {
       const { instanceId, namespace, key } = input;
       const now = this.now();
       this.requireInstance(instanceId, input.autoCreate, now);
@@ -352,8 +379,8 @@ class SqliteEngine implements StorageEngine {
     });
   }
 
-  async setMany(input: SetManyInput): Promise<KvRecord[]> {
-    return this.write(() => {
+  async setMany(input: SetManyInput, options?: WriteOptions): Promise<KvRecord[]> {
+    return this.write(options, () => {
       const { instanceId, namespace } = input;
       const now = this.now();
       this.requireInstance(instanceId, input.autoCreate, now);
@@ -365,8 +392,8 @@ class SqliteEngine implements StorageEngine {
     });
   }
 
-  async delete(instanceId: string, namespace: string, key: string, ifVersion?: number): Promise<boolean> {
-    return this.write(() => {
+  async delete(instanceId: string, namespace: string, key: string, ifVersion?: number, options?: WriteOptions): Promise<boolean> {
+    return this.write(options, () => {
       const now = this.now();
       this.instanceRow(instanceId);
       const existing = this.rowForWrite(instanceId, namespace, key, now);
@@ -377,8 +404,8 @@ class SqliteEngine implements StorageEngine {
     });
   }
 
-  async deleteNamespace(instanceId: string, namespace: string): Promise<number> {
-    return this.write(() => {
+  async deleteNamespace(instanceId: string, namespace: string, options?: WriteOptions): Promise<number> {
+    return this.write(options, () => {
       const now = this.now();
       this.instanceRow(instanceId);
       // Like any write that finds keys expired, record their expiries before its own revision.
@@ -393,8 +420,8 @@ class SqliteEngine implements StorageEngine {
     });
   }
 
-  async incr(input: IncrInput): Promise<KvRecord> {
-    return this.write(() => {
+  async incr(input: IncrInput, options?: WriteOptions): Promise<KvRecord> {
+    return this.write(options, () => {
       const now = this.now();
       this.requireInstance(input.instanceId, input.autoCreate, now);
       const existing = this.rowForWrite(input.instanceId, input.namespace, input.key, now);
@@ -402,8 +429,8 @@ class SqliteEngine implements StorageEngine {
     });
   }
 
-  async expire(instanceId: string, namespace: string, key: string, ttlMs: number | null): Promise<boolean> {
-    return this.write(() => {
+  async expire(instanceId: string, namespace: string, key: string, ttlMs: number | null, options?: WriteOptions): Promise<boolean> {
+    return this.write(options, () => {
       const now = this.now();
       this.instanceRow(instanceId);
       const existing = this.rowForWrite(instanceId, namespace, key, now);
@@ -423,8 +450,8 @@ class SqliteEngine implements StorageEngine {
     });
   }
 
-  async atomic(input: AtomicInput): Promise<{ revision: number; records: (KvRecord | null)[] }> {
-    return this.write(() => {
+  async atomic(input: AtomicInput, options?: WriteOptions): Promise<{ revision: number; records: (KvRecord | null)[] }> {
+    return this.write(options, () => {
       const { instanceId } = input;
       const now = this.now();
       this.requireInstance(instanceId, input.autoCreate, now);
@@ -542,7 +569,7 @@ class SqliteEngine implements StorageEngine {
   }
 
   async pruneChanges(retention: ChangeRetention, limit: number, keepFrom = Infinity): Promise<number> {
-    return this.write(() => {
+    return this.write(undefined, () => {
       const countCutoff = this.revision - retention.maxCount;
       const ageCutoff = this.now() - retention.maxAgeMs;
       // Only a leading run goes, so the log always holds every revision from oldestChange on.
@@ -562,11 +589,19 @@ class SqliteEngine implements StorageEngine {
   }
 
   async sweepExpired(limit: number): Promise<number> {
-    return this.write(() => {
+    return this.write(undefined, () => {
       const expired = this.stmts.expiredKeys.all(this.now(), limit);
       for (const row of expired) this.expireKey(row);
       return expired.length;
     });
+  }
+
+  async pruneKeptReplies(maxAgeMs: number, limit: number): Promise<number> {
+    return this.write(undefined, () => this.stmts.pruneKeptReplies.run(this.now() - maxAgeMs, limit).changes);
+  }
+
+  metrics(): EngineMetrics {
+    return { commits: this.group.commits };
   }
 
   /**
@@ -576,11 +611,19 @@ class SqliteEngine implements StorageEngine {
    */
   async backup(path: string, options: { signal?: AbortSignal } = {}): Promise<{ revision: number }> {
     this.assertOpen();
+    // The copy's steps run between turns of the event loop, where a group's transaction would be
+    // open: commit it, and commit each write at once until the copy is done.
+    this.group.flush();
+    this.backups++;
+    this.group.deferCommits = false;
     try {
       const { revision } = await writeBackup(this.db, path, { pagesPerStep: BACKUP_PAGES_PER_STEP, signal: options.signal });
       return { revision };
     } catch (error) {
       throw toEngineError(error, path);
+    } finally {
+      this.backups--;
+      this.group.deferCommits = this.backups === 0;
     }
   }
 
@@ -588,6 +631,7 @@ class SqliteEngine implements StorageEngine {
     if (this.closed) return;
     this.closed = true;
     try {
+      this.group.flush();
       this.db.close();
     } finally {
       this.lock?.release();
@@ -703,15 +747,15 @@ class SqliteEngine implements StorageEngine {
     if (this.foundExpired.size === 0) return;
     const found = [...this.foundExpired.values()];
     this.foundExpired.clear();
-    try {
-      this.write(() => {
+    this.group
+      .write(() => {
         const now = this.now();
         for (const row of found) this.rowForWrite(row.instance_id, row.namespace, row.key, now);
+      })
+      .catch(() => {
+        // A read must not fail because recording an expiry could not be written (a full or
+        // read-only disk): the key is absent either way, and the sweeper records it later.
       });
-    } catch {
-      // A read must not fail because recording an expiry could not be written (a full or
-      // read-only disk): the key is absent either way, and the sweeper records it later.
-    }
   }
 
   /** For writes: like liveRow, but an expired row is removed first, recording its expiry. */
@@ -748,45 +792,64 @@ class SqliteEngine implements StorageEngine {
     return statement;
   }
 
-  /** Runs a read; SQLite failures become ProtocolErrors. */
-  private read<T>(fn: () => T): T {
+  /** Runs a read (see GroupCommit.read); SQLite failures become ProtocolErrors. */
+  private read<T>(fn: () => T): Promise<T> {
     this.assertOpen();
-    let result: T;
-    try {
-      result = fn();
-    } catch (error) {
-      this.foundExpired.clear();
-      throw toEngineError(error);
-    }
+    const result = this.group.read(fn);
     this.settleFoundExpired();
-    return result;
+    return result.catch(rethrowEngineError);
   }
 
   /**
-   * Runs `fn` in one IMMEDIATE transaction (it reads then writes) and persists the revision
-   * counter in it. When anything throws, SQLite rolls back and the cached counter follows.
+   * Runs `fn` in its own savepoint of the group-commit transaction and settles once that commits
+   * (see GroupCommit.write). With an idempotency claim, the write runs at most once (see keyed).
    */
-  private write<T>(fn: () => T): T {
+  private write<T>(options: WriteOptions | undefined, fn: () => T): Promise<T> {
     this.assertOpen();
-    const before = this.revision;
-    const oldestBefore = this.oldestChange;
-    let result: T;
-    try {
-      result = this.transaction.immediate(() => {
-        const value = fn();
-        if (this.revision !== before) this.stmts.saveRevision.run(this.revision);
-        return value;
-      }) as T;
-    } catch (error) {
-      this.revision = before;
-      this.oldestChange = oldestBefore;
-      this.uncommitted = [];
-      this.foundExpired.clear();
-      throw toEngineError(error);
-    }
-    this.announce();
+    const claim = options?.idempotency;
+    const result = claim === undefined ? this.group.write(fn) : this.group.write(() => this.keyed(claim, fn)).then(unwrap);
     this.settleFoundExpired();
-    return result;
+    return result.catch(rethrowEngineError);
+  }
+
+  /**
+   * Runs a keyed write once: a repeat gets the kept outcome and writes nothing. The outcome is
+   * returned, not thrown, so that a kept failure (a CONFLICT, say) stays kept: the failed write's
+   * own changes roll back in an inner savepoint, the kept row commits with the group.
+   */
+  private keyed<T>(claim: IdempotencyClaim, fn: () => T): Outcome<T> {
+    const kept = this.stmts.getKeptReply.get(claim.owner, claim.key);
+    if (kept !== undefined) {
+      if (kept.fingerprint !== claim.fingerprint) {
+        throw invalidParam(['idempotencyKey'], `the key '${claim.key}' was already used by a write with other params`);
+      }
+      return parseOutcome<T>(kept.outcome);
+    }
+    let outcome: Outcome<T>;
+    try {
+      outcome = { ok: true, value: this.group.savepoint(fn) };
+    } catch (error) {
+      // STORAGE_ERROR and INTERNAL_ERROR are not kept: a retry may succeed.
+      if (!isKeptFailure(error) || !this.db.inTransaction) throw error;
+      outcome = { ok: false, error };
+    }
+    this.stmts.keepReply.run(claim.owner, claim.key, claim.fingerprint, keptOutcome(outcome), this.now());
+    return outcome;
+  }
+
+  private transactionState(): TransactionState<Mark> {
+    return {
+      mark: () => ({ revision: this.revision, oldestChange: this.oldestChange, changes: this.uncommitted.length }),
+      restore: (mark) => {
+        this.revision = mark.revision;
+        this.oldestChange = mark.oldestChange;
+        this.uncommitted.length = mark.changes;
+      },
+      beforeCommit: (start) => {
+        if (this.revision !== start.revision) this.stmts.saveRevision.run(this.revision);
+      },
+      afterCommit: () => this.announce(),
+    };
   }
 
   /** Hands the committed transaction's changes to the listeners. */
@@ -811,6 +874,15 @@ class SqliteEngine implements StorageEngine {
 }
 
 // ---------------------------------------------------------------- conversions
+
+function unwrap<T>(outcome: Outcome<T>): T {
+  if (outcome.ok) return outcome.value;
+  throw outcome.error;
+}
+
+function rethrowEngineError(error: unknown): never {
+  throw toEngineError(error);
+}
 
 /** A lower bound of a row's size in a reply: its key and its value as they travel. */
 function rowBytes(row: RecordRow): number {

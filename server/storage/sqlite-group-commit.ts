@@ -1,0 +1,187 @@
+import type Database from 'better-sqlite3';
+import type { Outcome } from './kept-replies.js';
+
+/**
+ * What a transaction changes besides the database (cached counters, changes awaiting
+ * announcement): the engine takes a mark before a change and returns to it when SQLite rolls the
+ * change back.
+ */
+export interface TransactionState<Mark> {
+  mark(): Mark;
+  restore(mark: Mark): void;
+  /** Runs inside the transaction just before COMMIT (persisting cached counters). */
+  beforeCommit(start: Mark): void;
+  /** Runs once the commit is durable, before any caller hears of its outcome. */
+  afterCommit(): void;
+}
+
+/** A caller waiting for the group's commit: `failure` is set when the group did not commit. */
+type Waiter = (failure?: unknown) => void;
+
+interface Group<Mark> {
+  /** The state before the group's first write: where a failed commit returns to. */
+  start: Mark;
+  waiters: Waiter[];
+}
+
+/**
+ * Group commit. The writes that arrive in one turn of the event loop share one transaction: the
+ * first opens it (BEGIN IMMEDIATE) and schedules its COMMIT with `setImmediate`, which runs after
+ * every socket read of the current poll phase — so a lone write is committed in the same loop
+ * iteration, with no timer to wait for, and writes that arrive together pay for one fsync.
+ *
+ * Each write runs in its own savepoint: its failure (CONFLICT, a validation error) rolls back only
+ * itself. Every outcome, failures included, is handed out only after the commit, because each may
+ * rest on the group's earlier writes; if the commit fails, nothing of the group remains and every
+ * write in it fails with the commit's error.
+ *
+ * A read while a group is open runs at once (it sees the group's writes, keeping the order in
+ * which requests arrived) but its result is held until the commit; if the commit fails, the read
+ * runs again on what remains, so no caller ever observes a write that was not committed.
+ */
+export class GroupCommit<Mark> {
+  private group: Group<Mark> | undefined;
+  private readonly begin: Database.Statement;
+  private readonly commitStatement: Database.Statement;
+  private readonly rollback: Database.Statement;
+  private readonly savepointStatement: Database.Statement;
+  private readonly release: Database.Statement;
+  private readonly rollbackTo: Database.Statement;
+  /** Commits run since the engine opened: the number of fsyncs in `full` durability. */
+  commits = 0;
+  /**
+   * While false, each write commits before `write` returns. An online backup needs that: its
+   * steps run between turns of the event loop and must never see an uncommitted page.
+   */
+  deferCommits = true;
+
+  constructor(
+    private readonly db: Database.Database,
+    private readonly state: TransactionState<Mark>,
+  ) {
+    this.begin = db.prepare('BEGIN IMMEDIATE');
+    this.commitStatement = db.prepare('COMMIT');
+    this.rollback = db.prepare('ROLLBACK');
+    this.savepointStatement = db.prepare('SAVEPOINT kvhub_write');
+    this.release = db.prepare('RELEASE kvhub_write');
+    this.rollbackTo = db.prepare('ROLLBACK TO kvhub_write');
+  }
+
+  /** Runs `fn` in the open group (opening one) and settles with its outcome once the group commits. */
+  write<T>(fn: () => T): Promise<T> {
+    let group: Group<Mark>;
+    try {
+      group = this.group ?? this.open();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    let outcome: Outcome<T>;
+    try {
+      outcome = { ok: true, value: this.savepoint(fn) };
+    } catch (error) {
+      // SQLite ends the whole transaction on some errors (SQLITE_FULL, SQLITE_IOERR): the
+      // group's earlier writes are gone too.
+      if (!this.db.inTransaction) {
+        this.abandon(group, error);
+        return Promise.reject(error);
+      }
+      outcome = { ok: false, error };
+    }
+    const settled = new Promise<T>((resolve, reject) => {
+      group.waiters.push((failure) => {
+        if (failure !== undefined) reject(failure);
+        else if (outcome.ok) resolve(outcome.value);
+        else reject(outcome.error);
+      });
+    });
+    if (!this.deferCommits) this.flush();
+    return settled;
+  }
+
+  /** Runs `fn` now; while a group is open, its result waits for the commit (see the class comment). */
+  read<T>(fn: () => T): Promise<T> {
+    const group = this.group;
+    if (group === undefined) return settle(attempt(fn));
+    const outcome = attempt(fn);
+    return new Promise<T>((resolve, reject) => {
+      group.waiters.push((failure) => {
+        const final = failure === undefined ? outcome : attempt(fn);
+        if (final.ok) resolve(final.value);
+        else reject(final.error);
+      });
+    });
+  }
+
+  /**
+   * Runs `fn` in a savepoint inside the open transaction: when it throws, its changes and the
+   * engine state it touched are rolled back and the error is rethrown.
+   */
+  savepoint<T>(fn: () => T): T {
+    const mark = this.state.mark();
+    this.savepointStatement.run();
+    try {
+      const value = fn();
+      this.release.run();
+      return value;
+    } catch (error) {
+      if (this.db.inTransaction) {
+        this.rollbackTo.run();
+        this.release.run();
+      }
+      this.state.restore(mark);
+      throw error;
+    }
+  }
+
+  /** Commits the open group now, if there is one. */
+  flush(): void {
+    const group = this.group;
+    if (group === undefined) return;
+    try {
+      this.state.beforeCommit(group.start);
+      this.commitStatement.run();
+    } catch (error) {
+      this.abandon(group, error);
+      return;
+    }
+    this.group = undefined;
+    this.commits++;
+    this.state.afterCommit();
+    for (const waiter of group.waiters) waiter();
+  }
+
+  private open(): Group<Mark> {
+    const start = this.state.mark();
+    this.begin.run();
+    const group: Group<Mark> = { start, waiters: [] };
+    this.group = group;
+    if (this.deferCommits) setImmediate(() => this.group === group && this.flush());
+    return group;
+  }
+
+  /** Ends a group that cannot commit: rolls back what SQLite still holds and fails every waiter. */
+  private abandon(group: Group<Mark>, error: unknown): void {
+    this.group = undefined;
+    if (this.db.inTransaction) {
+      try {
+        this.rollback.run();
+      } catch {
+        // The connection is broken beyond a rollback; SQLite discards the transaction on close.
+      }
+    }
+    this.state.restore(group.start);
+    for (const waiter of group.waiters) waiter(error);
+  }
+}
+
+function attempt<T>(fn: () => T): Outcome<T> {
+  try {
+    return { ok: true, value: fn() };
+  } catch (error) {
+    return { ok: false, error };
+  }
+}
+
+function settle<T>(outcome: Outcome<T>): Promise<T> {
+  return outcome.ok ? Promise.resolve(outcome.value) : Promise.reject(outcome.error);
+}
