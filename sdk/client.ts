@@ -27,7 +27,10 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /**
    * Reconnect after the connection drops, with capped exponential backoff plus jitter; `false`
-   * disables it, and then requests made while disconnected reject with NOT_CONNECTED.
+   * disables it, and then requests made while disconnected reject with NOT_CONNECTED. When the
+   * connection drops, reads in flight reject with CONNECTION_CLOSED; writes in flight (each
+   * carries an `idempotencyKey`, so the server runs it at most once) wait for the reconnect
+   * within their timeout and are sent again. Without reconnecting they reject with CONNECTION_CLOSED.
    * @default { initialDelayMs: 100, maxDelayMs: 5000 }
    */
   reconnect?: ReconnectOptions | false;
@@ -56,8 +59,8 @@ export interface ClientOptions {
    */
   idleTimeoutMs?: number | false;
   /**
-   * How long that ping may go unanswered before the socket is dropped: requests in flight
-   * reject with CONNECTION_CLOSED and the client reconnects.
+   * How long that ping may go unanswered before the socket is dropped: reads in flight reject
+   * with CONNECTION_CLOSED, writes in flight go out again once the client has reconnected.
    * @default 10000
    */
   pingTimeoutMs?: number;
@@ -147,6 +150,8 @@ export class KvClient {
    * made while disconnected waits for the connection (within its timeout). Rejects with a
    * `KvError` only for local failures: TIMEOUT, ABORTED, CONNECTION_CLOSED, NOT_CONNECTED, and
    * LIMIT_EXCEEDED for a request larger than the server's `limits.maxPayloadBytes` (never sent).
+   * A write gets a fresh `idempotencyKey` unless `params` carry one, and is sent again with it
+   * after a reconnect (see the client's `reconnect` option).
    */
   request<T extends RequestType>(type: T, ...args: ParamsArgs<T>): Promise<Reply<T>> {
     const [params, options] = args;
@@ -159,10 +164,11 @@ export class KvClient {
   }
 
   /**
-   * Closes the client for good: pending requests that were sent reject with CONNECTION_CLOSED,
-   * queued ones and later calls with NOT_CONNECTED. Every watch subscription ends normally (its
-   * iteration finishes after the events already queued; `onError` is not called); the server
-   * frees them with the socket. Resolves once the socket is closed.
+   * Closes the client for good: pending requests that were sent (writes waiting to go out again
+   * included) reject with CONNECTION_CLOSED, queued ones and later calls with NOT_CONNECTED.
+   * Every watch subscription ends normally (its iteration finishes after the events already
+   * queued; `onError` is not called); the server frees them with the socket. Resolves once the
+   * socket is closed.
    */
   close(): Promise<void> {
     this.watches.close();

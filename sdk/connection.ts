@@ -2,6 +2,7 @@ import type { FailureReply, Reply, ReplyData, RequestType } from '../protocol/in
 import { PROTOCOL_VERSION, utf8Length } from '../protocol/limits.js';
 import { backoffDelay, type ResolvedReconnectOptions } from './backoff.js';
 import { KvError } from './errors.js';
+import { isKeyedWrite, withIdempotencyKey } from './idempotency.js';
 import { isRefusal, OPEN, openSocket, terminateSocket, type WebSocketConstructor, type WebSocketLike } from './transport.js';
 
 /** Per-request options, accepted by every method that sends a request. */
@@ -69,8 +70,16 @@ export const DEFAULT_PING_TIMEOUT_MS = 10_000;
 interface Pending {
   readonly type: string;
   readonly frame: string;
-  /** True once the frame went out: from then on its outcome is unknown if the socket closes. */
+  /** True while the frame is out on the current socket, waiting for its reply there. */
   sent: boolean;
+  /** True once the frame went out on any socket: from then on whether the server ran it is unknown. */
+  everSent: boolean;
+  /**
+   * A write with an idempotency key: when the socket drops before its reply, it is sent again on
+   * the next connection (same frame: same requestId, key and params) instead of failing, because
+   * the server runs a key at most once and answers a repeat with the reply it kept.
+   */
+  readonly resend: boolean;
   resolve(reply: Reply): void;
   reject(error: KvError): void;
   timer: ReturnType<typeof setTimeout>;
@@ -119,7 +128,8 @@ const CLOSE_GRACE_MS = 1000;
 /**
  * One logical connection to a kvhub server: the socket and its replacement after a drop, the
  * `kvStore.hello` greeting, the table of requests waiting for their reply, and the routing of
- * server pushes. It knows nothing of what the requests mean.
+ * server pushes. Of what the requests mean it knows one thing: which of them write, because
+ * writes carry an idempotency key and outlive a dropped socket (see {@link request}).
  */
 export class Connection {
   private socket: WebSocketLike | undefined;
@@ -188,19 +198,25 @@ export class Connection {
    * NOT_CONNECTED, params that are not JSON (VALIDATION_ERROR), or a frame larger than the
    * server's `limits.maxPayloadBytes` (LIMIT_EXCEEDED, refused before sending so that the server
    * does not close the connection under the other requests in flight).
+   *
+   * A write gets an `idempotencyKey` unless its params carry one. When the socket drops before
+   * its reply, a write waits for the next connection and goes out again with the same frame,
+   * within its own timeout and signal; other requests reject with CONNECTION_CLOSED. A write
+   * rejects with CONNECTION_CLOSED only when the connection closes for good.
    */
   request<T extends RequestType>(type: T, params: unknown, options: RequestOptions = {}): Promise<Reply<T>> {
     if (this.current === 'closed') {
       const reason = this.closedError;
       return Promise.reject(new KvError('NOT_CONNECTED', reason?.message ?? 'the client is closed', { cause: reason?.cause, type }));
     }
-    return this.enqueue(type, params, options, false) as Promise<Reply<T>>;
+    return this.enqueue(type, withIdempotencyKey(type, params), options, false) as Promise<Reply<T>>;
   }
 
   /**
-   * Closes the connection for good. Requests that were sent reject with CONNECTION_CLOSED, those
-   * still waiting for a connection with NOT_CONNECTED; no reconnect follows. Resolves once the
-   * socket is closed (after at most about a second). Idempotent.
+   * Closes the connection for good. Requests that were ever sent reject with CONNECTION_CLOSED
+   * (writes waiting to go out again included), those still waiting for a connection with
+   * NOT_CONNECTED; no reconnect follows. Resolves once the socket is closed (after at most about a
+   * second). Idempotent.
    */
   close(): Promise<void> {
     if (this.closing !== undefined) return this.closing;
@@ -317,20 +333,21 @@ export class Connection {
     for (const [requestId, entry] of this.pending) if (!entry.sent) this.transmit(entry, requestId);
   }
 
-  /** The socket is gone (or never came): fail what was sent, then reconnect or give up. */
+  /** The socket is gone (or never came): reconnect, keeping the writes that were sent, or give up. */
   private lost(reason: KvError): void {
     clearTimeout(this.connectTimer);
     clearTimeout(this.idleTimer);
     this.info = undefined;
     if (this.current === 'closed') return;
-    this.failSent('the connection closed before the reply came');
-    // Waiters on the old (resolved) ready promise are done; new ones wait for the next connection.
-    if (this.ready.settled) this.ready = deferred();
     const reconnect = this.settings.reconnect;
     if (reconnect === false) {
       this.shutdown(new KvError('NOT_CONNECTED', 'the connection is closed and reconnecting is disabled', { cause: reason }));
       return;
     }
+    // Before the state changes: listeners count on every read that went out having failed.
+    this.requeueSent();
+    // Waiters on the old (resolved) ready promise are done; new ones wait for the next connection.
+    if (this.ready.settled) this.ready = deferred();
     this.enter('reconnecting');
     const delay = backoffDelay(this.attempt++, reconnect);
     this.settings.logger?.debug?.(`reconnecting in ${Math.round(delay)} ms`);
@@ -344,8 +361,8 @@ export class Connection {
   }
 
   /**
-   * Enters the final `closed` state: sent requests reject with CONNECTION_CLOSED, unsent ones
-   * with `reason`, waitForReady with `readyError`.
+   * Enters the final `closed` state: requests that ever went out (writes waiting to go out again
+   * included) reject with CONNECTION_CLOSED, the others with `reason`, waitForReady with `readyError`.
    */
   private shutdown(reason: KvError, readyError: KvError = reason): void {
     if (this.current === 'closed') return;
@@ -355,7 +372,7 @@ export class Connection {
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.connectTimer);
     clearTimeout(this.idleTimer);
-    this.failSent('the connection closed before the reply came');
+    this.failSent();
     for (const [requestId, entry] of this.pending) {
       this.settle(requestId, (p) => p.reject(new KvError(reason.code, reason.message, { cause: reason.cause, type: entry.type, requestId })));
     }
@@ -371,8 +388,8 @@ export class Connection {
    * Notices a half-open socket (the peer vanished without a close, so no `close` event comes):
    * once nothing was received for `idleTimeoutMs`, pings — at the WebSocket level where the
    * socket can (`ws`), else with a `kvStore.ping` request — and terminates the socket when
-   * nothing at all arrives within `pingTimeoutMs`. Requests in flight then reject with
-   * CONNECTION_CLOSED and the usual reconnect follows.
+   * nothing at all arrives within `pingTimeoutMs`. The usual drop follows: reads in flight reject
+   * with CONNECTION_CLOSED, writes go out again after the reconnect.
    */
   private watchIdle(socket: WebSocketLike): void {
     const idleMs = this.settings.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
@@ -434,10 +451,21 @@ export class Connection {
     }
   }
 
-  private failSent(message: string): void {
+  /**
+   * After a drop that a reconnect follows: a keyed write that was out waits to be sent again by
+   * {@link becomeReady}; any other request that was out fails, since the server may have run it.
+   */
+  private requeueSent(): void {
     for (const [requestId, entry] of this.pending) {
-      if (entry.sent) this.settle(requestId, (p) => p.reject(new KvError('CONNECTION_CLOSED', message, { type: p.type, requestId })));
+      if (!entry.sent) continue;
+      if (entry.resend) entry.sent = false;
+      else this.settle(requestId, (p) => p.reject(closedError(p.type, requestId)));
     }
+  }
+
+  /** Closing for good: every request that ever went out fails, since the server may have run it. */
+  private failSent(): void {
+    for (const [requestId, entry] of this.pending) if (entry.everSent) this.settle(requestId, (p) => p.reject(closedError(p.type, requestId)));
   }
 
   // ------------------------------------------------------------------ requests
@@ -460,6 +488,8 @@ export class Connection {
         type,
         frame,
         sent: false,
+        everSent: false,
+        resend: isKeyedWrite(type, params),
         resolve,
         reject,
         timer: setTimeout(
@@ -482,9 +512,12 @@ export class Connection {
     // other request in flight with CONNECTION_CLOSED; refuse this one alone, before it goes out.
     const tooLarge = this.oversize(entry.frame);
     if (tooLarge !== undefined) {
+      // LIMIT_EXCEEDED promises that nothing ran. A write going out again after a drop (to a
+      // server that now has a lower limit) may have run before, so its outcome stays unknown.
+      const code = entry.everSent ? 'CONNECTION_CLOSED' : 'LIMIT_EXCEEDED';
       this.settle(requestId, (p) =>
         p.reject(
-          new KvError('LIMIT_EXCEEDED', `the request is ${tooLarge.bytes} bytes; the server accepts frames of at most ${tooLarge.maxPayloadBytes} bytes`, {
+          new KvError(code, `the request is ${tooLarge.bytes} bytes; the server accepts frames of at most ${tooLarge.maxPayloadBytes} bytes`, {
             data: tooLarge,
             type: p.type,
             requestId,
@@ -496,6 +529,7 @@ export class Connection {
     try {
       socket.send(entry.frame);
       entry.sent = true;
+      entry.everSent = true;
     } catch (error) {
       this.settings.logger?.warn?.('send failed', error);
     }
@@ -578,6 +612,11 @@ export class Connection {
     // `requestId: null`: the server could not read some frame; it cannot be tied to a request.
     this.settings.logger?.warn?.('the server reported an uncorrelated error', m);
   }
+}
+
+/** The error of a request that went out and whose reply will not come: the server may or may not have run it. */
+function closedError(type: string, requestId: string): KvError {
+  return new KvError('CONNECTION_CLOSED', 'the connection closed before the reply came', { type, requestId });
 }
 
 /** The reply envelope in `m`, or the error to reject with when it is not one. Unknown fields are kept. */

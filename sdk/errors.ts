@@ -6,7 +6,10 @@ import type { ErrorCode, FailureReply } from '../protocol/index.js';
  *
  * - `TIMEOUT`: no reply within the request's timeout; whether the server ran it is unknown.
  * - `CONNECTION_CLOSED`: the request was sent and the connection closed before its reply came;
- *   whether the server ran it is unknown (use an idempotency key or re-read before retrying a write).
+ *   whether the server ran it is unknown. Reads get it whenever the connection drops. Writes carry
+ *   an idempotency key and are sent again after a reconnect, so they get it only when the
+ *   connection closes for good (`close()`, reconnecting disabled, an upgrade refused); retry such a
+ *   write with the same `idempotencyKey` (raw `request()`), or re-read first.
  * - `NOT_CONNECTED`: the request was never sent — the client is closed, or the connection is down
  *   and reconnecting is disabled. Safe to retry on another client.
  * - `ABORTED`: the caller's `AbortSignal` fired before the reply came.

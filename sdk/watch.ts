@@ -445,8 +445,9 @@ export class Subscription implements AsyncIterableIterator<WatchEvent, undefined
   /**
    * @internal drops the pending watch request of an ended subscription, if the connection is not
    * `ready`. Safe only then: the connection sends requests only while `ready`, and when it leaves
-   * `ready` it first rejects every request that went out (CONNECTION_CLOSED), so a request still
-   * pending while not ready was never sent and cannot have started a subscription on the server.
+   * `ready` it first rejects every request that went out (CONNECTION_CLOSED) except writes, which
+   * it keeps to send again; a watch is no write, so one still pending while not ready was never
+   * sent and cannot have started a subscription on the server.
    */
   abortUnsent(): void {
     if (this.phase !== 'ended' || this.attemptController === undefined) return;

@@ -71,7 +71,7 @@ export interface HandlerContext {
 type Handler<T extends RequestType> = (params: Params<T>, ctx: HandlerContext) => Promise<ReplyData<T>>;
 
 /** Capabilities announced in `hello`. */
-export const CAPABILITIES = ['batch', 'binary', 'ttl', 'conditions', 'atomic', 'query', 'list', 'incr', 'watch'] as const;
+export const CAPABILITIES = ['batch', 'binary', 'ttl', 'conditions', 'atomic', 'query', 'list', 'incr', 'watch', 'idempotency'] as const;
 
 /**
  * One handler per request type, typed from the protocol: adding a message to protocol/ without

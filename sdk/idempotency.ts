@@ -1,0 +1,53 @@
+import { nanoid } from 'nanoid';
+import type { ParamsInput, RequestType } from '../protocol/index.js';
+
+/** True when params of type `P` name an `idempotencyKey` (a params type of `{}` has every key, and so does not count). */
+type TakesKey<P> = string extends keyof P ? false : 'idempotencyKey' extends keyof P ? true : false;
+
+/** The request types whose params take an `idempotencyKey`: the writes. */
+type WriteType = { [T in RequestType]: TakesKey<ParamsInput<T>> extends true ? T : never }[RequestType];
+
+/**
+ * The writes, as a value. The protocol exports the same set (`WRITE_TYPES`), but it is built from
+ * the zod schemas, and importing it would load zod and every schema into the SDK (and into browser
+ * bundles) for one lookup. `satisfies` ties this list to the schemas instead: a write added to the
+ * protocol, or a type listed here that takes no key, fails the type check.
+ */
+const WRITES = {
+  'kvStore.createInstance': true,
+  'kvStore.updateInstance': true,
+  'kvStore.deleteInstance': true,
+  'kvStore.set': true,
+  'kvStore.delete': true,
+  'kvStore.deleteNamespace': true,
+  'kvStore.setMany': true,
+  'kvStore.incr': true,
+  'kvStore.expire': true,
+  'kvStore.atomic': true,
+} as const satisfies Record<WriteType, true>;
+
+/** The request types that write; every request of one of them carries an `idempotencyKey`. */
+const SDK_WRITE_TYPES: ReadonlySet<string> = new Set(Object.keys(WRITES));
+
+function isParamsObject(params: unknown): params is Record<string, unknown> {
+  return typeof params === 'object' && params !== null && !Array.isArray(params);
+}
+
+/**
+ * `params` with a fresh `idempotencyKey` when `type` is a write that has none, so that the server
+ * runs it at most once however often the SDK sends it. A key the caller gave is kept: reusing one
+ * key is how a caller retries a write on another client or after a restart of its own process.
+ * Params that are not an object go out as they are; the server rejects them.
+ */
+export function withIdempotencyKey(type: string, params: unknown): unknown {
+  if (!SDK_WRITE_TYPES.has(type) || !isParamsObject(params) || params['idempotencyKey'] !== undefined) return params;
+  return { ...params, idempotencyKey: nanoid() };
+}
+
+/**
+ * True when a request may be sent again after the connection drops before its reply: a write
+ * with a key, which the server answers from its kept reply instead of running it twice.
+ */
+export function isKeyedWrite(type: string, params: unknown): boolean {
+  return SDK_WRITE_TYPES.has(type) && isParamsObject(params) && typeof params['idempotencyKey'] === 'string';
+}
