@@ -9,6 +9,8 @@ import { jsonLogger } from './logger.js';
 import { DatabaseInUseError } from './storage/sqlite.js';
 import { DEFAULT_BACKUP, parseDuration } from './backup.js';
 import { backupFile, BackupError, BackupExistsError, restoreFile } from './storage/sqlite-backup.js';
+import { DatabaseOpenError, toOpenError } from './storage/sqlite-errors.js';
+import { ProtocolError } from '../protocol/index.js';
 
 const USAGE = `Usage: npm start -- [--port <n>] [--host <addr>] [--db <file|:memory:>] [--durability full|normal]
                     [--changelog-max-count <n>] [--changelog-max-age-ms <ms>]
@@ -16,7 +18,7 @@ const USAGE = `Usage: npm start -- [--port <n>] [--host <addr>] [--db <file|:mem
                     [--tls-cert <file> --tls-key <file>]
                     [--backup-dir <dir> [--backup-every <duration>] [--backup-keep <n>]]
                     [--max-connections <n>] [--max-in-flight <n>] [--max-buffered-bytes <n>]
-                    [--heartbeat-interval-ms <ms>]
+                    [--heartbeat-interval-ms <ms>] [--max-db-bytes <n>]
        npm run kvhub -- backup [--db <file>] [--force] <out>
        npm run kvhub -- restore [--db <file>] <backup>
 
@@ -26,6 +28,8 @@ const USAGE = `Usage: npm start -- [--port <n>] [--host <addr>] [--db <file|:mem
   --db          SQLite database file, or :memory: (default ./data/kvhub.db)
   --durability  full: acknowledge writes only once fsynced; normal: faster, may lose
                 the last writes on power loss (default full)
+  --max-db-bytes  cap on the database file's size; a write past it gets STORAGE_ERROR
+                  (default: no cap)
   --changelog-max-count   changes kept for watch replays (default ${DEFAULT_CHANGE_RETENTION.maxCount})
   --changelog-max-age-ms  age after which changes are dropped (default ${DEFAULT_CHANGE_RETENTION.maxAgeMs}, 24 h)
   --max-connections       connections served at once; more get HTTP 503 (default 1024)
@@ -76,6 +80,7 @@ async function main(argv: string[]): Promise<void> {
         'max-in-flight': { type: 'string' },
         'max-buffered-bytes': { type: 'string' },
         'heartbeat-interval-ms': { type: 'string' },
+        'max-db-bytes': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }).values;
@@ -98,6 +103,7 @@ async function main(argv: string[]): Promise<void> {
     'max-in-flight': 1,
     'max-buffered-bytes': 1,
     'heartbeat-interval-ms': 1,
+    'max-db-bytes': 1,
   });
   if (numbers === undefined) return;
   const maxCount = numbers['changelog-max-count']!;
@@ -113,7 +119,13 @@ async function main(argv: string[]): Promise<void> {
   const security = readSecurity(flags, process.env['KVHUB_TOKEN']);
   if (typeof security === 'string') return;
   const db = flags.db === ':memory:' ? flags.db : resolve(flags.db);
-  if (db !== ':memory:') mkdirSync(dirname(db), { recursive: true });
+  if (db !== ':memory:') {
+    try {
+      mkdirSync(dirname(db), { recursive: true });
+    } catch (error) {
+      return fail(`kvhub cannot start: cannot create the directory ${dirname(db)} for the database: ${fileProblem(error)}.`, 1);
+    }
+  }
 
   let server: KvhubServer;
   try {
@@ -122,6 +134,7 @@ async function main(argv: string[]): Promise<void> {
       host: flags.host,
       db,
       durability: flags.durability,
+      ...(numbers['max-db-bytes'] !== undefined && { maxDbBytes: numbers['max-db-bytes'] }),
       changeRetention: { maxCount, maxAgeMs },
       ...connectionLimits,
       ...security,
@@ -285,6 +298,23 @@ function readSetting(file: string, flag: string): string | undefined {
   }
 }
 
+/** A file system error in words, for a sentence. */
+function fileProblem(error: unknown): string {
+  switch ((error as NodeJS.ErrnoException).code) {
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission denied';
+    case 'EROFS':
+      return 'the file system is read-only';
+    case 'ENOTDIR':
+      return 'part of the path is not a directory';
+    case 'ENOSPC':
+      return 'the disk is full';
+    default:
+      return (error as Error).message;
+  }
+}
+
 function failed(message: string, exitCode: number): 'failed' {
   fail(message, exitCode);
   return 'failed';
@@ -315,6 +345,13 @@ function readWholeNumbers<K extends string>(
 function startFailure(error: unknown, host: string, port: number, db: string): string {
   const code = (error as NodeJS.ErrnoException).code;
   if (error instanceof DatabaseInUseError || error instanceof NonLoopbackHostError) return `kvhub cannot start: ${error.message}.`;
+  if (error instanceof DatabaseOpenError) return `kvhub cannot start: ${error.message}.`;
+  // In a read-only directory the lock file beside the database fails first, with the SQLite
+  // error the database itself would have given: say it about the database.
+  if (error instanceof ProtocolError && error.cause !== undefined) {
+    const opening = toOpenError(error.cause, db);
+    if (opening instanceof DatabaseOpenError) return `kvhub cannot start: ${opening.message}.`;
+  }
   if (code === 'EADDRINUSE') return `kvhub cannot start: port ${port} on ${host} is already in use.`;
   if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') return `kvhub cannot start: ${host} is not an address of this machine.`;
   if (error instanceof TokenConfigError) return `kvhub cannot start: ${error.message}.`;

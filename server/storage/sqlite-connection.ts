@@ -1,11 +1,24 @@
 import type Database from 'better-sqlite3';
 import { migrate } from './migrations.js';
+import { DatabaseOpenError, toOpenError } from './sqlite-errors.js';
 import { openDatabase, pragma } from './sqlite-native.js';
 
 /** How a connection is set up; the engine's options minus what it does not configure. */
 export interface ConnectionOptions {
-  /** @default 'full' */
+  /**
+   * `full`: every commit is fsynced before the write returns (`PRAGMA synchronous=FULL`).
+   * `normal`: WAL commits are fsynced at checkpoints only; a power cut may lose the latest writes
+   * but never corrupts the database (`PRAGMA synchronous=NORMAL`).
+   * @default 'full'
+   */
   durability?: 'full' | 'normal';
+  /**
+   * Cap on the database's size in bytes, rounded down to whole pages (`PRAGMA max_page_count`).
+   * A write that needs more room fails with SQLITE_FULL (STORAGE_ERROR) and is rolled back;
+   * space that deletes free is reused. A database already larger keeps its size as the cap.
+   * The `-wal` file beside the database is not counted. @default undefined (no cap)
+   */
+  maxDbBytes?: number;
 }
 
 /** True for paths that name a private in-memory (or temporary) database, which needs no lock. */
@@ -21,16 +34,72 @@ export function isInMemoryPath(path: string): boolean {
  * - `synchronous=FULL` (durability 'full') fsyncs every commit, so an acknowledged write survives
  *   a power cut; NORMAL fsyncs only at checkpoints, which in WAL mode can lose recent commits but
  *   never corrupts the file.
+ *
+ * A file that cannot be served throws DatabaseOpenError, before anything is written to it: one
+ * that is damaged or not kvhub's (checked whole, see {@link checkServable}), or that cannot be
+ * written. Refusing at start, with one sentence, beats a server that fails later on some reads
+ * or on every write.
  */
 export function openConnection(path: string, options: ConnectionOptions = {}): Database.Database {
-  const db = openDatabase(path);
+  const maxPages = options.maxDbBytes === undefined ? undefined : checkMaxDbBytes(options.maxDbBytes);
+  let db: Database.Database | undefined;
   try {
-    if (!isInMemoryPath(path)) pragma(db, 'journal_mode = WAL');
+    db = openDatabase(path);
+    if (!isInMemoryPath(path)) {
+      // Checked before anything is written: switching a file to WAL rewrites its header.
+      checkServable(db, path);
+      pragma(db, 'journal_mode = WAL');
+    }
     pragma(db, options.durability === 'normal' ? 'synchronous = NORMAL' : 'synchronous = FULL');
     migrate(db, path);
+    // After the migrations, so that a cap can never stop a schema upgrade.
+    if (maxPages !== undefined) capPages(db, maxPages(pragma(db, 'page_size') as number));
     return db;
   } catch (error) {
-    db.close();
-    throw error;
+    db?.close();
+    throw toOpenError(error, path);
+  }
+}
+
+/** Validates `maxDbBytes` and returns how many pages of a given size it allows (at least one). */
+function checkMaxDbBytes(maxDbBytes: number): (pageSize: number) => number {
+  if (!Number.isSafeInteger(maxDbBytes) || maxDbBytes < 1) {
+    throw new RangeError(`maxDbBytes must be a whole number of at least 1, not ${maxDbBytes}`);
+  }
+  // max_page_count = 0 would leave the cap unchanged (no cap): a cap below one page is one page.
+  return (pageSize) => Math.max(1, Math.floor(maxDbBytes / pageSize));
+}
+
+function capPages(db: Database.Database, pages: number): void {
+  // SQLite never sets the cap below the current page count: a larger file keeps its size as the cap.
+  pragma(db, `max_page_count = ${Math.trunc(pages)}`);
+}
+
+/**
+ * Throws DatabaseOpenError unless the file is sound, kvhub's (or new) and writable.
+ *
+ * - `quick_check` reads every page once (about 2 s per GB), so damage anywhere in the file is
+ *   found now rather than as a failed read hours later. It skips the slow index-to-table
+ *   cross-checks of `integrity_check`, which find damage a page check does not.
+ * - A SQLite database with tables but no schema version is some other program's: migrating it
+ *   would write kvhub's tables into it.
+ * - SQLite quietly opens a file it cannot write read-only (an immutable file, a file owned by
+ *   another user) and only fails each write later, so one write is tried and rolled back.
+ */
+function checkServable(db: Database.Database, path: string): void {
+  // The first statement reads the file's header: a file that is not a database fails here.
+  const problems = db.prepare('PRAGMA quick_check(1)').pluck().all();
+  if (problems.length !== 1 || problems[0] !== 'ok') throw new DatabaseOpenError(path, 'corrupt');
+
+  const version = pragma(db, 'user_version') as number;
+  const objects = db.prepare('SELECT count(*) FROM sqlite_schema').pluck().get() as number;
+  if (version === 0 && objects > 0) throw new DatabaseOpenError(path, 'corrupt');
+
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    // Rewrites the version it already has: a write to page 1 that changes nothing, then undone.
+    pragma(db, `user_version = ${Math.trunc(version)}`);
+  } finally {
+    if (db.inTransaction) db.exec('ROLLBACK');
   }
 }
