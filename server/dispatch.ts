@@ -15,11 +15,15 @@ import {
 import { authorize, type Principal } from './auth/index.js';
 import { handlers, type HandlerContext } from './handlers.js';
 import { describeError, type Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
 import { ENVELOPE_RESERVE_BYTES, largestSingleReply } from './reply-budget.js';
 import type { WriteOptions } from './storage/engine.js';
 
 /** What every request of a connection shares: engine, limits, server facts, its watch session. */
-export type DispatchContext = Omit<HandlerContext, 'replyBudget' | 'afterReply' | 'writeOptions'>;
+export type DispatchContext = Omit<HandlerContext, 'replyBudget' | 'afterReply' | 'writeOptions'> & {
+  /** Where each answered request is counted. */
+  metrics: Metrics;
+};
 
 /** The reply frame to one text frame, and what to run once it has been sent. */
 export interface Answer {
@@ -39,7 +43,7 @@ export async function answerFrame(text: string, ctx: DispatchContext, logger: Lo
   return { frame, afterSend };
 }
 
-type FrameContext = Omit<HandlerContext, 'replyBudget' | 'writeOptions'>;
+type FrameContext = DispatchContext & Pick<HandlerContext, 'afterReply'>;
 
 async function replyFrame(text: string, ctx: FrameContext, logger: Logger): Promise<string> {
   let frame: unknown;
@@ -98,7 +102,9 @@ async function answerBatch(requests: unknown[], ctx: FrameContext, logger: Logge
 /** Exactly one serialized reply for one request, whatever it holds. */
 async function answerRequest(request: unknown, ctx: FrameContext, replyBudget: number, logger: Logger): Promise<string> {
   const head = headOf(request);
+  const started = performance.now();
   const reply = await replyTo(request, head, ctx, replyBudget, logger);
+  ctx.metrics.observe(head.type, reply.success ? undefined : reply.code, (performance.now() - started) / 1000);
   try {
     return JSON.stringify(reply);
   } catch (error) {
@@ -107,7 +113,7 @@ async function answerRequest(request: unknown, ctx: FrameContext, replyBudget: n
   }
 }
 
-async function replyTo(request: unknown, head: ReplyHead, ctx: FrameContext, replyBudget: number, logger: Logger): Promise<object> {
+async function replyTo(request: unknown, head: ReplyHead, ctx: FrameContext, replyBudget: number, logger: Logger): Promise<Reply> {
   if (head.requestId === null) {
     return failure(head, malformed('a request is an object with a string type and a requestId of 1 to 128 characters'));
   }
@@ -128,7 +134,11 @@ async function replyTo(request: unknown, head: ReplyHead, ctx: FrameContext, rep
     const data = await handler(parsed.data, { ...ctx, replyBudget, writeOptions });
     return { type, requestId: head.requestId, success: true, data, timestamp: new Date().toISOString() };
   } catch (error) {
-    if (error instanceof ProtocolError) return failure(head, error);
+    if (error instanceof ProtocolError) {
+      // The client hears STORAGE_ERROR; the operator needs to know why (the SQLite code in the cause).
+      if (error.code === ErrorCode.STORAGE_ERROR) logger.error('storage failed', { type, requestId: head.requestId, ...describeError(error.cause ?? error) });
+      return failure(head, error);
+    }
     logger.error('request failed unexpectedly', { type, requestId: head.requestId, ...describeError(error) });
     return failure(head, new ProtocolError(ErrorCode.INTERNAL_ERROR, 'the server failed to handle this request'));
   }
@@ -161,7 +171,10 @@ function headOf(request: unknown): ReplyHead {
   return { type, requestId };
 }
 
-function failure(head: ReplyHead, error: ProtocolError): object {
+/** A reply envelope, as far as dispatch looks into it. */
+type Reply = ({ success: true } | { success: false; code: string }) & Record<string, unknown>;
+
+function failure(head: ReplyHead, error: ProtocolError): Reply {
   return {
     type: head.type,
     requestId: head.requestId,

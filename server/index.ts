@@ -21,6 +21,7 @@ import { isLoopbackHost } from './loopback.js';
 import { ENVELOPE_RESERVE_BYTES, largestSingleReply } from './reply-budget.js';
 import type { ChangeRetention, StorageEngine } from './storage/engine.js';
 import { openSqliteEngine } from './storage/sqlite.js';
+import { Metrics } from './metrics.js';
 import { DEFAULT_CHANGE_RETENTION, startHousekeeping } from './housekeeping.js';
 import { checkPeriodicBackups, startPeriodicBackups, type PeriodicBackupOptions } from './backup.js';
 import { SERVER_VERSION } from './version.js';
@@ -38,6 +39,15 @@ export interface ServerOptions {
   engine?: StorageEngine;
   /** 'full' acknowledges a write only after it is fsynced; 'normal' may lose the last writes on power loss. @default 'full' */
   durability?: 'full' | 'normal';
+  /**
+   * Cap on the database file's size in bytes (whole pages; the `-wal` file beside it is not
+   * counted). A write that needs more room is answered `STORAGE_ERROR` and stores nothing; reads,
+   * deletes and writes that fit in space freed by deletes go on. A database already larger keeps
+   * its size as the cap. Ignored when `engine` is given. @default undefined (no cap)
+   */
+  maxDbBytes?: number;
+  /** How long the reply to a write with an `idempotencyKey` is kept, in ms. @default 24 h */
+  keptReplyWindowMs?: number;
   /** Limits on values, frames and batches. @default DEFAULT_LIMITS */
   limits?: Partial<Limits>;
   /** How often expired keys are swept, in ms. @default 250 */
@@ -156,11 +166,15 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
     heartbeatIntervalMs: options.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS,
   };
   checkConnectionLimits(connectionLimits, limits);
+  if (options.maxDbBytes !== undefined && (!Number.isSafeInteger(options.maxDbBytes) || options.maxDbBytes < 1)) {
+    throw new RangeError(`maxDbBytes must be a whole number of at least 1, not ${options.maxDbBytes}`);
+  }
   if (options.backup !== undefined) checkPeriodicBackups(options.backup, options.engine);
   // Made before the database is opened: a certificate that does not fit its key throws here.
-  const answer = (request: IncomingMessage, response: ServerResponse) => answerHttp(request, response, tokens);
+  const metrics = new Metrics();
+  const answer = (request: IncomingMessage, response: ServerResponse) => answerHttp(request, response, tokens, metricsText);
   const http = options.tls !== undefined ? createHttpsServer({ cert: options.tls.cert, key: options.tls.key }, answer) : createHttpServer(answer);
-  const engine = options.engine ?? openSqliteEngine(options.db ?? ':memory:', { durability });
+  const engine = options.engine ?? openSqliteEngine(options.db ?? ':memory:', { durability, maxDbBytes: options.maxDbBytes });
   const { maxBufferedBytes } = connectionLimits;
   const watch = new WatchHub(engine, { maxBufferedBytes, logger });
 
@@ -173,7 +187,11 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
   });
   const inFlight = new Set<Promise<void>>();
   let closing = false;
-  const shared = { engine, limits, connectionLimits, durability, serverVersion: SERVER_VERSION, watch };
+  const shared = { engine, limits, connectionLimits, durability, serverVersion: SERVER_VERSION, watch, metrics };
+  async function metricsText(): Promise<string> {
+    const { commits, databaseBytes } = await engine.metrics();
+    return metrics.render({ connections: wss.clients.size, watchers: watch.size, databaseBytes, commits });
+  }
   // Each connection gets its own ctx, carrying the principal its token was checked for.
   const deps: Omit<ConnectionDeps, 'ctx'> = {
     logger,
@@ -221,6 +239,7 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
       pruneIntervalMs: options.pruneIntervalMs ?? 5000,
       retention: { ...DEFAULT_CHANGE_RETENTION, ...options.changeRetention },
       keepFrom: () => watch.replayFloor(),
+      ...(options.keptReplyWindowMs !== undefined && { keptReplyWindowMs: options.keptReplyWindowMs }),
     },
     logger,
   );
@@ -274,12 +293,20 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
   };
 }
 
-/** `/healthz` is open to all; any other path needs the token when tokens are configured. */
-function answerHttp(request: IncomingMessage, response: ServerResponse, tokens: TokenSet): void {
+/** `/healthz` is open to all; any other path (`/metrics`) needs the token when tokens are configured. */
+function answerHttp(request: IncomingMessage, response: ServerResponse, tokens: TokenSet, metricsText: () => Promise<string>): void {
   const path = (request.url ?? '/').split('?')[0];
   if (request.method === 'GET' && path === '/healthz') return void json(response, 200, { status: 'ok' });
   const verdict = authenticate(request, tokens);
   if (!verdict.ok) return void json(response, 401, { error: verdict.reason }, { 'www-authenticate': 'Bearer realm="kvhub"' });
+  if (request.method === 'GET' && path === '/metrics') {
+    metricsText().then(
+      (text) => response.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }).end(text),
+      // The engine is closed or failing: the scrape fails, visibly, and the server goes on.
+      () => json(response, 503, { error: 'metrics are unavailable: the storage engine is not serving' }),
+    );
+    return;
+  }
   json(response, 404, { error: 'not found' });
 }
 
@@ -309,3 +336,4 @@ export type { Logger } from './logger.js';
 export { jsonLogger, silentLogger } from './logger.js';
 export type { StorageEngine } from './storage/engine.js';
 export { openSqliteEngine, DatabaseInUseError } from './storage/sqlite.js';
+export { DatabaseOpenError } from './storage/sqlite-errors.js';

@@ -141,7 +141,9 @@ describe('upgrades with a token configured', () => {
     const http = server.url.replace(/^ws/, 'http');
     expect(await httpGet(`${http}/healthz`)).toEqual({ status: 200, body: '{"status":"ok"}' });
     expect((await httpGet(`${http}/metrics`)).status).toBe(401);
-    expect((await httpGet(`${http}/metrics`, { authorization: `Bearer ${TOKEN}` })).status).toBe(404);
+    expect((await httpGet(`${http}/metrics`, { authorization: `Bearer ${TOKEN}` })).status).toBe(200);
+    expect((await httpGet(`${http}/elsewhere`)).status).toBe(401);
+    expect((await httpGet(`${http}/elsewhere`, { authorization: `Bearer ${TOKEN}` })).status).toBe(404);
   });
 });
 

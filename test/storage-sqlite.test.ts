@@ -247,14 +247,14 @@ describe('sqlite engine: group commit', () => {
     await withEngine(async (engine) => {
       const announced: number[][] = [];
       engine.onCommit((changes) => announced.push(changes.map((change) => change.revision)));
-      const before = engine.metrics().commits;
+      const before = (await engine.metrics()).commits;
       const records = await Promise.all(['a', 'b', 'c', 'd'].map((key, i) => setKey(engine, key, i)));
       expect(records.map((record) => record.revision)).toEqual([1, 2, 3, 4]);
-      expect(engine.metrics().commits).toBe(before + 1);
+      expect((await engine.metrics()).commits).toBe(before + 1);
       expect(announced).toEqual([[1, 2, 3, 4]]);
       // A lone write is committed on its own, without waiting for company.
       await setKey(engine, 'e', 5);
-      expect(engine.metrics().commits).toBe(before + 2);
+      expect((await engine.metrics()).commits).toBe(before + 2);
     });
   });
 
@@ -300,7 +300,7 @@ describe('sqlite engine: group commit', () => {
          await engine.createInstance({ id: 'i', name: 'i' });
          await engine.set({ instanceId: 'i', namespace: 'n', key: 'k0', value: { contentType: 'application/json', json: '"before"' } });
          const revision = await engine.currentRevision();
-         const commits = engine.metrics().commits;
+         const commits = (await engine.metrics()).commits;
          const big = JSON.stringify('x'.repeat(200_000));
          const writes = Array.from({ length: 10 }, (_, i) =>
            engine.set({ instanceId: 'i', namespace: 'n', key: 'k' + i, value: { contentType: 'application/json', json: big } }));
@@ -310,7 +310,7 @@ describe('sqlite engine: group commit', () => {
          console.log(JSON.stringify({
            codes: outcomes.map((o) => o.status === 'rejected' ? o.reason.code : 'ok'),
            revisionBefore: revision, revisionAfter: await engine.currentRevision(),
-           commits: engine.metrics().commits - commits,
+           commits: (await engine.metrics()).commits - commits,
            count: await engine.count('i'), read: read?.value,
          }));
          await engine.close();`,

@@ -99,8 +99,8 @@ export interface StorageEngine {
   sweepExpired(limit: number): Promise<number>;
   /** Forgets up to `limit` kept replies of keyed writes older than `maxAgeMs`; returns how many. */
   pruneKeptReplies(maxAgeMs: number, limit: number): Promise<number>;
-  /** Counters since the engine opened, for monitoring. */
-  metrics(): EngineMetrics;
+  /** Figures for monitoring; cheap enough to read on every scrape. */
+  metrics(): Promise<EngineMetrics>;
   /**
    * Optional, for engines that keep their data in a file: writes a consistent copy of the whole
    * store to the new file `path` (refusing one that exists) while requests go on, and returns the
@@ -125,8 +125,10 @@ export interface IdempotencyClaim {
 }
 
 export interface EngineMetrics {
-  /** Transactions committed; in a durable engine, each is one flush to disk. */
+  /** Transactions committed since the engine opened; in a durable engine, each is one flush to disk. */
   commits: number;
+  /** The size of the stored data. */
+  databaseBytes: number;
 }
 
 /** A value ready to store: JSON text, or bytes with their content type. */

@@ -28,7 +28,7 @@ import type {
 } from './engine.js';
 import { prefixUpperBound } from './key-range.js';
 import { join, sql, type Bindable, type Sql } from './sql.js';
-import { isInMemoryPath, openConnection } from './sqlite-connection.js';
+import { isInMemoryPath, openConnection, type ConnectionOptions } from './sqlite-connection.js';
 import { toEngineError } from './sqlite-errors.js';
 import { acquireFileLock, type FileLock } from './sqlite-lock.js';
 import { writeBackup } from './sqlite-backup.js';
@@ -39,16 +39,8 @@ import { buildQuery } from './sqlite-query.js';
 export { DatabaseInUseError } from './sqlite-lock.js';
 export { SchemaTooNewError } from './migrations.js';
 
-/** Options of the SQLite engine. */
-export interface SqliteEngineOptions extends EngineOptions {
-  /**
-   * `full`: every commit is fsynced before the write returns (`PRAGMA synchronous=FULL`).
-   * `normal`: WAL commits are fsynced at checkpoints only; a power cut may lose the latest writes
-   * but never corrupts the database (`PRAGMA synchronous=NORMAL`).
-   * @default 'full'
-   */
-  durability?: 'full' | 'normal';
-}
+/** Options of the SQLite engine: its clock and how its connection is set up (durability, size cap). */
+export interface SqliteEngineOptions extends EngineOptions, ConnectionOptions {}
 
 /**
  * Opens (creating if needed) the SQLite database at `path`, or an in-memory one for `':memory:'`,
@@ -213,6 +205,7 @@ function prepareStatements(db: Database.Database) {
       'SELECT instance_id, namespace, key FROM records WHERE instance_id = ? AND expires_at <= ?',
     ),
 
+    databaseBytes: db.prepare<[], number>('SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()').pluck(),
     stats: db.prepare<[{ now: number }], Stats>(
       `SELECT
          (SELECT count(*) FROM instances) AS instances,
@@ -600,8 +593,9 @@ class SqliteEngine implements StorageEngine {
     return this.write(undefined, () => this.stmts.pruneKeptReplies.run(this.now() - maxAgeMs, limit).changes);
   }
 
-  metrics(): EngineMetrics {
-    return { commits: this.group.commits };
+  async metrics(): Promise<EngineMetrics> {
+    this.assertOpen();
+    return { commits: this.group.commits, databaseBytes: this.stmts.databaseBytes.get() ?? 0 };
   }
 
   /**
