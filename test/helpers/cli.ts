@@ -17,7 +17,15 @@ export interface CliProcess {
 }
 
 export function startCli(args: string[], cwd = ROOT): CliProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  return watchCli(spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] }));
+}
+
+/** The CLI's path and the project root, for callers that start it their own way. */
+export const CLI_PATH = CLI;
+export const PROJECT_ROOT = ROOT;
+
+/** Follows a started kvhub CLI process: collects its output and reads its ready line. */
+export function watchCli(child: ChildProcess): CliProcess {
   const proc: CliProcess = {
     child,
     stdout: '',

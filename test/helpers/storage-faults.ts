@@ -1,9 +1,7 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import type { CliProcess } from './cli.js';
+import { CLI_PATH, PROJECT_ROOT, watchCli, type CliProcess } from './cli.js';
 
 /**
  * Ways to damage a real database file from outside, as a disk, an operator or another program
@@ -11,8 +9,6 @@ import type { CliProcess } from './cli.js';
  * (`chattr +i`) and read-only mounts are what root obeys.
  */
 
-const CLI = fileURLToPath(new URL('../../server/cli.ts', import.meta.url));
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 /** Paths made immutable and not yet released: `releaseImmutable()` undoes them all. */
 const immutable = new Set<string>();
@@ -77,27 +73,11 @@ export function startCliWithMount(dir: string, mount: PrivateMount, args: string
     'readOnly' in mount
       ? 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1"'
       : `mount -t tmpfs -o size=${Math.trunc(mount.tmpfsBytes)} kvhub-test "$1"`;
-  const child = spawn('unshare', ['--mount', 'sh', '-c', `${setup} && shift && exec "$@"`, 'sh', dir, process.execPath, '--import', 'tsx', CLI, ...args], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const proc: CliProcess = {
-    child,
-    stdout: '',
-    stderr: '',
-    ready: () =>
-      new Promise((resolve, reject) => {
-        const check = () => {
-          const match = /ws:\/\/\S+:\d+/.exec(proc.stdout);
-          if (match) resolve(match[0]);
-        };
-        child.stdout.on('data', check);
-        child.once('exit', (code) => reject(new Error(`kvhub exited with ${code} before it was ready: ${proc.stderr}`)));
-        check();
-      }),
-    exited: () => (child.exitCode !== null ? Promise.resolve(child.exitCode) : once(child, 'exit').then(([code]) => code as number | null)),
-  };
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (proc.stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (proc.stderr += chunk));
-  return proc;
+  const shell = `${setup} && shift && exec "$@"`;
+  return watchCli(
+    spawn('unshare', ['--mount', 'sh', '-c', shell, 'sh', dir, process.execPath, '--import', 'tsx', CLI_PATH, ...args], {
+      cwd: PROJECT_ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+  );
 }
