@@ -28,6 +28,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { createClient } from '../sdk/index.js';
 import { createServer } from '../server/index.js';
+import { parentLines } from './parent-lines.js';
 
 const LOAD_CONNECTIONS = 50;
 const LOAD_MS = 5_000;
@@ -50,21 +51,6 @@ function say(line: object): void {
   process.stdout.write(`${JSON.stringify(line)}\n`);
 }
 
-/** Lines from the parent, one at a time. */
-function parentLines(): () => Promise<string> {
-  const buffered: string[] = [];
-  const waiting: ((line: string) => void)[] = [];
-  const rl = createInterface({ input: process.stdin });
-  rl.on('line', (line) => {
-    const waiter = waiting.shift();
-    if (waiter !== undefined) waiter(line);
-    else buffered.push(line);
-  });
-  return () => {
-    const line = buffered.shift();
-    return line !== undefined ? Promise.resolve(line) : new Promise((resolve) => waiting.push(resolve));
-  };
-}
 
 /** `set` load over `connections` clients for `durationMs`, one request in flight per connection. */
 async function runLoad({ url, connections, durationMs }: { url: string; connections: number; durationMs: number }): Promise<void> {

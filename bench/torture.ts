@@ -1,0 +1,223 @@
+/**
+ * Crash torture: the long run of test/crash.test.ts. Prints figures; exits 1 when a write was
+ * lost or a check failed. Never part of `npm test`; CI runs it after the tests.
+ *
+ *   npm run torture                                   # 200 kills
+ *   KVHUB_TORTURE_KILLS=500 KVHUB_TORTURE_SEED=7 npm run torture
+ *
+ * 1. Kill phase: 2 writer processes (2 connections each, 4 writes in flight on each) write new
+ *    keys with `kvStore.set`, each key once with a value known from the key, while the server
+ *    (the current sources compiled, run as `node dist/server/cli.js --durability full`) is SIGKILLed
+ *    KVHUB_TORTURE_KILLS times (default 200) at moments drawn from KVHUB_TORTURE_SEED, and
+ *    restarted on the same file. After each kill, `PRAGMA integrity_check` on the file (opened
+ *    read-only while no server holds it); after each restart, through the server: every
+ *    acknowledged write present (values compared for keys not compared before, and for every key
+ *    each 25th restart and at the end), nothing stored that no writer sent, no stored key gone.
+ *    Each server runs under `strace -f -c -e trace=fsync,fdatasync` to count its fsync calls.
+ * 2. Final phase, not killed: a server under strace takes a fixed load (FINAL_WRITES per writer);
+ *    then GET /metrics gives `kvhub_storage_commits_total` (committed transactions), a SIGTERM
+ *    ends the server and strace's table gives its fsyncs. With durability full every commit is
+ *    fsynced, so fsyncs below commits fail the run. A server without /metrics (404) prints
+ *    "commits: unavailable".
+ *
+ * Compiling the sources first rather than running them under tsx, and spawning each next server
+ * process while the current one runs (compileServer in test/helpers/crash.ts), keep 200 restarts
+ * within minutes: tsx needs three times the CPU to load the server.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  checkClient,
+  compileServer,
+  integrityCheck,
+  killLoop,
+  killStarted,
+  Ledger,
+  requireStrace,
+  startServer,
+  straceSummaryCalls,
+  Writers,
+  type CheckResult,
+  type ServerRun,
+} from '../test/helpers/crash.js';
+
+const KILLS = wholeNumber('KVHUB_TORTURE_KILLS', 200);
+const SEED = wholeNumber('KVHUB_TORTURE_SEED', 20261122);
+const WRITERS = 2;
+const CONNECTIONS = 2;
+const WINDOW = 4;
+const FINAL_WRITES = 1000;
+/** Values are compared for every key at this interval of restarts (and at the end); between, for new keys only. */
+const COMPARE_ALL_EVERY = 25;
+const PROGRESS_EVERY = 20;
+/** A hung server or writer must not hold CI for its whole time budget. */
+const OVERALL_LIMIT_MS = 120_000 + KILLS * 10_000;
+
+function wholeNumber(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d+$/.test(raw)) throw new Error(`${name} must be a whole number, not '${raw}'`);
+  return Number(raw);
+}
+
+/** Every problem seen, each once (a lost key is seen again at every later check). */
+const problems = {
+  lost: new Set<string>(),
+  vanished: new Set<string>(),
+  neverSent: new Set<string>(),
+  wrongValue: new Set<string>(),
+  strays: new Set<string>(),
+  integrity: [] as string[],
+  other: [] as string[],
+};
+
+function collect(check: CheckResult, when: string): void {
+  for (const key of check.lost) problems.lost.add(key);
+  for (const key of check.vanished) problems.vanished.add(key);
+  for (const key of check.neverSent) problems.neverSent.add(key);
+  for (const entry of check.wrongValue) problems.wrongValue.add(entry);
+  for (const entry of check.strays) problems.strays.add(`${when}: ${entry}`);
+}
+
+function sample(items: Iterable<string>, max = 10): string {
+  const all = [...items];
+  return all.length === 0 ? '' : ` (${all.slice(0, max).join(', ')}${all.length > max ? `, ... ${all.length - max} more` : ''})`;
+}
+
+/** `kvhub_storage_commits_total` from GET /metrics, or why it is unavailable. */
+async function readCommits(server: ServerRun): Promise<number | string> {
+  try {
+    const response = await fetch(`http://127.0.0.1:${server.port}/metrics`);
+    const text = await response.text();
+    if (response.status !== 200) return `GET /metrics answered ${response.status}`;
+    const match = /^kvhub_storage_commits_total(?:\{[^}]*\})?\s+(\d+(?:\.\d+)?(?:e\+?\d+)?)\s*$/m.exec(text);
+    return match === null ? 'GET /metrics has no kvhub_storage_commits_total line' : Number(match[1]);
+  } catch (error) {
+    return `GET /metrics failed: ${(error as Error).message}`;
+  }
+}
+
+async function main(): Promise<boolean> {
+  const began = performance.now();
+  const seconds = () => ((performance.now() - began) / 1000).toFixed(1);
+  requireStrace();
+  const dir = mkdtempSync(join(tmpdir(), 'kvhub-torture-'));
+  const db = join(dir, 'torture.db');
+  const straceOut = (run: number) => join(dir, `strace-${run}.txt`);
+  const cli = compileServer(dir);
+  console.log(
+    `kvhub crash torture: node ${process.version}, ${availableParallelism()} cores; server compiled from the sources, durability full; ` +
+      `${KILLS} kills, seed ${SEED} (KVHUB_TORTURE_SEED); ${WRITERS} writer processes × ${CONNECTIONS} connections × ${WINDOW} writes in flight; files in ${dir}`,
+  );
+
+  const ledger = new Ledger();
+  const writers = Writers.start(WRITERS, CONNECTIONS, WINDOW);
+  let killsMidWrite = 0;
+  const { server: last, runs } = await killLoop(
+    {
+      db,
+      cli,
+      kills: KILLS,
+      seed: SEED,
+      writers,
+      strace: (run) => ({ out: straceOut(run), summary: true }),
+      compareAllValues: (kill) => kill % COMPARE_ALL_EVERY === 0 || kill === KILLS,
+      onCycle: (report) => {
+        const when = `kill ${report.kill} (${report.delayMs} ms into the writes)`;
+        if (report.inFlight > 0) killsMidWrite++;
+        if (report.integrity.length !== 1 || report.integrity[0] !== 'ok') problems.integrity.push(`${when}: ${report.integrity.join('; ')}`);
+        collect(report.check, when);
+        if (report.check.lost.length > 0) console.log(`  LOST after ${when}:${sample(report.check.lost)}`);
+        if (report.kill % PROGRESS_EVERY === 0 || report.kill === KILLS) {
+          console.log(
+            `  kill ${report.kill}/${KILLS}: ${ledger.count('acked')} acknowledged, ${report.check.stored} stored, ` +
+              `${problems.lost.size} lost, ${problems.integrity.length} integrity failures, ${seconds()} s`,
+          );
+        }
+      },
+    },
+    ledger,
+  );
+  const lastCode = await last.stop();
+  if (lastCode !== 0) problems.other.push(`the server after the last restart exited with ${lastCode} on SIGTERM`);
+  const afterStop = integrityCheck(db);
+  if (afterStop.join() !== 'ok') problems.integrity.push(`after the clean stop: ${afterStop.join('; ')}`);
+  let killPhaseFsyncs = 0;
+  for (let run = 0; run < runs; run++) killPhaseFsyncs += straceSummaryCalls(readFileSync(straceOut(run), 'utf8'));
+  const killPhaseAcked = ledger.count('acked');
+
+  // Final phase: one server, not killed, a fixed load, then its commits and its fsyncs.
+  const finalOut = join(dir, 'strace-final.txt');
+  const server = await startServer({ cli, db, strace: { out: finalOut, summary: true } });
+  await writers.go(server.url, FINAL_WRITES);
+  await writers.done();
+  let finalAcked = 0;
+  for (const { writer, outcomes } of await writers.stop()) {
+    ledger.record(writer, outcomes);
+    finalAcked += outcomes.acked.length;
+    if (outcomes.acked.length !== FINAL_WRITES) problems.other.push(`final phase: writer ${writer} got ${outcomes.acked.length} of ${FINAL_WRITES} writes acknowledged`);
+  }
+  await writers.exit();
+  const commits = await readCommits(server);
+  const client = checkClient(server.url);
+  try {
+    collect(await ledger.check(client, true), 'final phase');
+  } finally {
+    await client.close();
+  }
+  const finalCode = await server.stop();
+  if (finalCode !== 0) problems.other.push(`the final-phase server exited with ${finalCode} on SIGTERM`);
+  const finalFsyncs = straceSummaryCalls(readFileSync(finalOut, 'utf8'));
+  const finalIntegrity = integrityCheck(db);
+  if (finalIntegrity.join() !== 'ok') problems.integrity.push(`after the final phase: ${finalIntegrity.join('; ')}`);
+  if (typeof commits === 'number' && finalFsyncs < commits) {
+    problems.other.push(`final phase: ${finalFsyncs} fsyncs for ${commits} commits: with durability full every commit must be fsynced`);
+  }
+  problems.other.push(...ledger.rejected.map((r) => `refused by the server: ${r}`));
+
+  const unacked = ledger.storedUnacknowledged();
+  const failed =
+    problems.lost.size + problems.vanished.size + problems.neverSent.size + problems.wrongValue.size + problems.strays.size + problems.integrity.length + problems.other.length > 0;
+  console.log(`\nkill phase (${KILLS} kills, ${runs} server runs)`);
+  console.log(`  kills:                                ${KILLS} (${killsMidWrite} with writes in flight)`);
+  console.log(`  writes sent:                          ${ledger.sent - finalAcked}`);
+  console.log(`  acknowledged writes:                  ${killPhaseAcked}`);
+  console.log(`  lost writes (acknowledged, missing):  ${problems.lost.size}${sample(problems.lost)}`);
+  console.log(`  stored but never acknowledged:        ${unacked.length} of ${ledger.count('unknown')} whose reply was lost (allowed)${sample(unacked, 5)}`);
+  console.log(`  stored but never sent:                ${problems.neverSent.size}${sample(problems.neverSent)}`);
+  console.log(`  stored with another value:            ${problems.wrongValue.size}${sample(problems.wrongValue, 3)}`);
+  console.log(`  stored keys that disappeared later:   ${problems.vanished.size}${sample(problems.vanished)}`);
+  console.log(`  records outside the written namespace: ${problems.strays.size}${sample(problems.strays, 3)}`);
+  console.log(`  integrity failures:                   ${problems.integrity.length}${sample(problems.integrity, 3)}`);
+  console.log(`  fsync calls:                          ${killPhaseFsyncs} (strace -c, all ${runs} server runs)`);
+  console.log(`\nfinal phase (${WRITERS} writers × ${FINAL_WRITES} writes, not killed)`);
+  if (typeof commits === 'number') {
+    console.log(`  commits ${commits}, fsyncs ${finalFsyncs}, acknowledged writes ${finalAcked} (${(finalAcked / Math.max(commits, 1)).toFixed(2)} writes per commit)`);
+  } else {
+    console.log(`  commits: unavailable (${commits}); fsyncs ${finalFsyncs}, acknowledged writes ${finalAcked}`);
+  }
+  for (const problem of problems.other) console.log(`  PROBLEM: ${problem}`);
+  console.log(`\ntorture: ${failed ? 'FAILED' : 'passed'} in ${seconds()} s`);
+  if (failed) console.log(`(the database and strace files are kept in ${dir})`);
+  else rmSync(dir, { recursive: true, force: true });
+  return !failed;
+}
+
+const watchdog = setTimeout(() => {
+  process.stderr.write(`torture: gave up after ${OVERALL_LIMIT_MS / 1000} s\n`);
+  void killStarted().finally(() => process.exit(1));
+}, OVERALL_LIMIT_MS);
+main().then(
+  async (passed) => {
+    clearTimeout(watchdog);
+    await killStarted();
+    process.exit(passed ? 0 : 1);
+  },
+  async (error: unknown) => {
+    clearTimeout(watchdog);
+    process.stderr.write(`torture: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    await killStarted();
+    process.exit(1);
+  },
+);
