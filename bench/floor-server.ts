@@ -23,6 +23,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import { WebSocketServer, type RawData } from 'ws';
+import { startHeartbeat } from '../server/connection.js';
 
 const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
 const MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
@@ -43,15 +44,7 @@ http.on('upgrade', (request, socket, head) => {
   socket.on('error', () => {});
   wss.handleUpgrade(request, socket, head, (ws) => {
     ws.on('error', () => {});
-    let alive = true;
-    ws.on('pong', () => void (alive = true));
-    const heartbeat = setInterval(() => {
-      if (!alive) return void ws.terminate();
-      alive = false;
-      ws.ping();
-    }, HEARTBEAT_INTERVAL_MS);
-    heartbeat.unref();
-    ws.on('close', () => clearInterval(heartbeat));
+    startHeartbeat(ws, HEARTBEAT_INTERVAL_MS);
     ws.on('message', (data: RawData, isBinary: boolean) => {
       if (isBinary || ws.readyState !== ws.OPEN) return;
       const request = JSON.parse(rawText(data)) as { type?: string; requestId?: string };

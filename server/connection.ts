@@ -49,18 +49,8 @@ export function serveConnection(ws: WebSocket, request: IncomingMessage, deps: C
   // Without an error listener, one invalid frame (bad UTF-8, oversize) would crash the process.
   ws.on('error', (error) => logger.debug('websocket error', { peer, ...describeError(error) }));
 
-  let alive = true;
-  ws.on('pong', () => void (alive = true));
-  const heartbeat = setInterval(() => {
-    if (!alive) return void ws.terminate();
-    alive = false;
-    ws.ping();
-  }, deps.heartbeatIntervalMs);
-  heartbeat.unref();
-  ws.on('close', () => {
-    clearInterval(heartbeat);
-    ctx.watch.dropSession(session);
-  });
+  startHeartbeat(ws, deps.heartbeatIntervalMs);
+  ws.on('close', () => ctx.watch.dropSession(session));
 
   const send = ({ frame, afterSend }: Answer) => {
     if (ws.readyState !== ws.OPEN) return;
@@ -107,4 +97,20 @@ export function serveConnection(ws: WebSocket, request: IncomingMessage, deps: C
 function rawText(data: RawData): string {
   if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
   return Buffer.from(data as ArrayBuffer).toString('utf8');
+}
+
+/**
+ * Pings the peer every `intervalMs` and terminates it when the previous ping went unanswered, so
+ * a dead peer (half-open socket) does not hold its connection forever. Stops when the socket closes.
+ */
+export function startHeartbeat(ws: WebSocket, intervalMs: number): void {
+  let alive = true;
+  ws.on('pong', () => void (alive = true));
+  const heartbeat = setInterval(() => {
+    if (!alive) return void ws.terminate();
+    alive = false;
+    ws.ping();
+  }, intervalMs);
+  heartbeat.unref();
+  ws.on('close', () => clearInterval(heartbeat));
 }
