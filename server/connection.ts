@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { RawData, WebSocket } from 'ws';
 import { answerFrame, binaryFrameReply, rateLimitedFrame, requestCount, type Answer, type DispatchContext } from './dispatch.js';
 import { describeError, type Logger } from './logger.js';
@@ -35,10 +36,11 @@ export const RATE_LIMIT_RETRY_AFTER_MS = 50;
 export function serveConnection(ws: WebSocket, request: IncomingMessage, deps: ConnectionDeps): void {
   const { logger, maxBufferedBytes } = deps;
   const peer = `${request.socket.remoteAddress}:${request.socket.remotePort}`;
+  const corked = corkedUntilTick(request.socket);
   const session: WatchSession = {
     push(frame) {
       if (ws.readyState !== ws.OPEN) return false;
-      ws.send(frame);
+      corked(() => ws.send(frame));
       return true;
     },
     bufferedBytes: () => ws.bufferedAmount,
@@ -62,7 +64,7 @@ export function serveConnection(ws: WebSocket, request: IncomingMessage, deps: C
       ws.close(CLOSE_TRY_AGAIN_LATER, 'too many unread replies');
       return;
     }
-    ws.send(frame);
+    corked(() => ws.send(frame));
     for (const task of afterSend) task();
   };
 
@@ -95,8 +97,30 @@ export function serveConnection(ws: WebSocket, request: IncomingMessage, deps: C
 }
 
 function rawText(data: RawData): string {
+  if (Buffer.isBuffer(data)) return data.toString('utf8');
   if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
-  return Buffer.from(data as ArrayBuffer).toString('utf8');
+  return Buffer.from(data).toString('utf8');
+}
+
+/**
+ * Runs sends with `socket` corked until the current tick's callbacks are done, so the replies
+ * that one commit releases together (and the events it announces) leave in one write system
+ * call instead of one each. ws corks around its own multi-part frames; the counts nest.
+ */
+function corkedUntilTick(socket: Duplex): (send: () => void) => void {
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    socket.uncork();
+  };
+  return (send) => {
+    if (!corked) {
+      corked = true;
+      socket.cork();
+      process.nextTick(uncork);
+    }
+    send();
+  };
 }
 
 /**

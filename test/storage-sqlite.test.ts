@@ -280,6 +280,23 @@ describe('sqlite engine: group commit', () => {
     });
   });
 
+  it('forgets an instance that a failed write created or a later write deleted, in the same turn', async () => {
+    await withEngine(async (engine) => {
+      const autoSet = (instanceId: string, extra: { ifVersion?: number } = {}) =>
+        engine.set({ instanceId, namespace: 'n', key: 'k', value: json(1), autoCreate: true, ...extra });
+      const [failed, read] = await Promise.allSettled([autoSet('ghost', { ifVersion: 3 }), engine.get('ghost', 'n', 'k')]);
+      expect(failed).toMatchObject({ status: 'rejected', reason: { code: 'CONFLICT' } });
+      expect(read).toMatchObject({ status: 'rejected', reason: { code: 'INSTANCE_NOT_FOUND' } });
+      await autoSet('brief');
+      const [, afterDelete] = await Promise.allSettled([
+        engine.deleteInstance('brief'),
+        engine.set({ instanceId: 'brief', namespace: 'n', key: 'k', value: json(2) }),
+      ]);
+      expect(afterDelete).toMatchObject({ status: 'rejected', reason: { code: 'INSTANCE_NOT_FOUND' } });
+      await expect(engine.getInstance('ghost')).rejects.toMatchObject({ code: 'INSTANCE_NOT_FOUND' });
+    });
+  });
+
   it('keeps the order of requests: a read sees the writes before it in the turn, not those after', async () => {
     await withEngine(async (engine) => {
       await setKey(engine, 'k', 'old');

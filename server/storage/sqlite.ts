@@ -264,6 +264,11 @@ class SqliteEngine implements StorageEngine {
   /** Changes of the transaction under way, announced to listeners once it commits. */
   private uncommitted: WatchEvent[] = [];
   private readonly listeners = new Set<(changes: readonly WatchEvent[]) => void>();
+  /**
+   * Instances known to exist in the state the connection sees (uncommitted writes included):
+   * only ever holds ids that exist, because a deletion removes its id and any rollback clears it.
+   */
+  private readonly knownInstances = new Set<string>();
   /** Keys a read found expired; their expiry is recorded (and announced) right after the read. */
   private readonly foundExpired = new Map<string, KeyRow>();
   private closed = false;
@@ -318,12 +323,13 @@ class SqliteEngine implements StorageEngine {
 
   async deleteInstance(instanceId: string, options?: WriteOptions): Promise<void> {
     await this.write(options, () => {
-      this.instanceRow(instanceId);
+      this.assertInstance(instanceId);
       // Like any write that finds keys expired, record their expiries before its own revision.
       for (const row of this.stmts.expiredInInstance.all(instanceId, this.now())) this.expireKey(row);
       this.commit({ kind: 'instanceDeleted', instanceId, namespace: null, key: null }, () => {
         this.stmts.deleteInstanceRecords.run(instanceId);
         this.stmts.deleteInstance.run(instanceId);
+        this.knownInstances.delete(instanceId);
         return null;
       });
     });
@@ -333,7 +339,7 @@ class SqliteEngine implements StorageEngine {
 
   async get(instanceId: string, namespace: string, key: string): Promise<KvRecord | null> {
     return this.read(() => {
-      this.instanceRow(instanceId);
+      this.assertInstance(instanceId);
       const row = this.liveRow(instanceId, namespace, key, this.now());
       return row === null ? null : toRecord(row);
     });
@@ -341,7 +347,7 @@ class SqliteEngine implements StorageEngine {
 
   async getMany(instanceId: string, namespace: string, keys: readonly string[], maxBytes = Infinity): Promise<(KvRecord | null)[]> {
     return this.read(() => {
-      this.instanceRow(instanceId);
+      this.assertInstance(instanceId);
       const now = this.now();
       let bytes = 0;
       return keys.map((key) => {
@@ -388,7 +394,7 @@ class SqliteEngine implements StorageEngine {
   async delete(instanceId: string, namespace: string, key: string, ifVersion?: number, options?: WriteOptions): Promise<boolean> {
     return this.write(options, () => {
       const now = this.now();
-      this.instanceRow(instanceId);
+      this.assertInstance(instanceId);
       const existing = this.rowForWrite(instanceId, namespace, key, now);
       if (ifVersion !== undefined && existing?.version !== ifVersion) {
         throw conflict(versionMismatch(key, namespace, existing, ifVersion), existing);
@@ -400,7 +406,7 @@ class SqliteEngine implements StorageEngine {
   async deleteNamespace(instanceId: string, namespace: string, options?: WriteOptions): Promise<number> {
     return this.write(options, () => {
       const now = this.now();
-      this.instanceRow(instanceId);
+      this.assertInstance(instanceId);
       // Like any write that finds keys expired, record their expiries before its own revision.
       for (const row of this.stmts.expiredInNamespace.all(instanceId, namespace, now)) this.expireKey(row);
       const live = this.stmts.countInNamespace.get(instanceId, namespace, now) ?? 0;
@@ -425,7 +431,7 @@ class SqliteEngine implements StorageEngine {
   async expire(instanceId: string, namespace: string, key: string, ttlMs: number | null, options?: WriteOptions): Promise<boolean> {
     return this.write(options, () => {
       const now = this.now();
-      this.instanceRow(instanceId);
+      this.assertInstance(instanceId);
       const existing = this.rowForWrite(instanceId, namespace, key, now);
       if (existing === null) return false;
       this.writeKey({ instanceId, namespace, key }, existing, { ...existing, expires_at: ttlMs === null ? null : now + ttlMs }, now);
@@ -435,7 +441,7 @@ class SqliteEngine implements StorageEngine {
 
   async ttl(instanceId: string, namespace: string, key: string): Promise<{ exists: boolean; ttlMs: number | null }> {
     return this.read(() => {
-      this.instanceRow(instanceId);
+      this.assertInstance(instanceId);
       const now = this.now();
       const row = this.liveRow(instanceId, namespace, key, now);
       if (row === null) return { exists: false, ttlMs: null };
@@ -479,7 +485,7 @@ class SqliteEngine implements StorageEngine {
 
   async list(input: ListInput): Promise<{ records: KvRecord[]; more: boolean }> {
     return this.read(() => {
-      this.instanceRow(input.instanceId);
+      this.assertInstance(input.instanceId);
       const terms: Sql[] = [
         sql`instance_id = ${input.instanceId}`,
         sql`namespace = ${input.namespace}`,
@@ -501,7 +507,7 @@ class SqliteEngine implements StorageEngine {
 
   async query(input: QueryInput): Promise<{ records: KvRecord[]; total: number }> {
     return this.read(() => {
-      this.instanceRow(input.instanceId);
+      this.assertInstance(input.instanceId);
       const { where, orderBy } = buildQuery(input, this.now());
       const count = sql`SELECT count(*) AS total FROM records WHERE ${where}`;
       const page = sql`SELECT * FROM records WHERE ${where} ORDER BY ${orderBy} LIMIT ${input.limit} OFFSET ${input.offset}`;
@@ -516,14 +522,14 @@ class SqliteEngine implements StorageEngine {
 
   async getNamespaces(instanceId: string): Promise<string[]> {
     return this.read(() => {
-      this.instanceRow(instanceId);
+      this.assertInstance(instanceId);
       return this.stmts.namespaces.all(instanceId, this.now());
     });
   }
 
   async count(instanceId: string, namespace?: string): Promise<number> {
     return this.read(() => {
-      this.instanceRow(instanceId);
+      this.assertInstance(instanceId);
       const now = this.now();
       const count =
         namespace === undefined
@@ -537,7 +543,7 @@ class SqliteEngine implements StorageEngine {
     return this.read(() => {
       const now = this.now();
       if (instanceId === undefined) return { ...this.stmts.stats.get({ now })! };
-      this.instanceRow(instanceId);
+      this.assertInstance(instanceId);
       return { ...this.stmts.instanceStats.get({ now, instanceId })! };
     });
   }
@@ -761,6 +767,16 @@ class SqliteEngine implements StorageEngine {
     return null;
   }
 
+  /**
+   * Throws INSTANCE_NOT_FOUND unless the instance exists. Most requests name an instance that
+   * exists, so one found is remembered and the next check needs no statement.
+   */
+  private assertInstance(instanceId: string): void {
+    if (this.knownInstances.has(instanceId)) return;
+    this.instanceRow(instanceId);
+    this.knownInstances.add(instanceId);
+  }
+
   private instanceRow(instanceId: string): InstanceRow {
     const row = this.stmts.getInstance.get(instanceId);
     if (row === undefined) throw new ProtocolError(ErrorCode.INSTANCE_NOT_FOUND, `instance '${instanceId}' not found`);
@@ -770,9 +786,12 @@ class SqliteEngine implements StorageEngine {
   /** For writes that may create the instance: with `autoCreate`, a missing one gets id = name = instanceId. */
   private requireInstance(instanceId: string, autoCreate: boolean | undefined, now: number): void {
     if (autoCreate !== true) {
-      this.instanceRow(instanceId);
-    } else if (this.stmts.getInstance.get(instanceId) === undefined) {
-      this.stmts.insertInstance.run({ id: instanceId, name: instanceId, description: null, created_at: now, updated_at: now });
+      this.assertInstance(instanceId);
+    } else if (!this.knownInstances.has(instanceId)) {
+      if (this.stmts.getInstance.get(instanceId) === undefined) {
+        this.stmts.insertInstance.run({ id: instanceId, name: instanceId, description: null, created_at: now, updated_at: now });
+      }
+      this.knownInstances.add(instanceId);
     }
   }
 
@@ -835,6 +854,7 @@ class SqliteEngine implements StorageEngine {
     return {
       mark: () => ({ revision: this.revision, oldestChange: this.oldestChange, changes: this.uncommitted.length }),
       restore: (mark) => {
+        this.knownInstances.clear();
         this.revision = mark.revision;
         this.oldestChange = mark.oldestChange;
         this.uncommitted.length = mark.changes;
