@@ -101,16 +101,19 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
   'kvStore.set': async (p, { engine, limits, writeOptions }) => {
     const ttlMs = checkTtl(p.ttlMs, ['ttlMs']);
     const value = encodeValue(p.value, p.contentType, limits.maxValueBytes);
-    const record = await engine.set({
-      instanceId: p.instanceId,
-      namespace: p.namespace,
-      key: p.key,
-      value,
-      ...(ttlMs !== undefined && { ttlMs }),
-      ...(p.ifVersion !== undefined && { ifVersion: p.ifVersion }),
-      ...(p.ifAbsent !== undefined && { ifAbsent: p.ifAbsent }),
-      ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }),
-    }, writeOptions());
+    const record = await engine.set(
+      {
+        instanceId: p.instanceId,
+        namespace: p.namespace,
+        key: p.key,
+        value,
+        ...(ttlMs !== undefined && { ttlMs }),
+        ...(p.ifVersion !== undefined && { ifVersion: p.ifVersion }),
+        ...(p.ifAbsent !== undefined && { ifAbsent: p.ifAbsent }),
+        ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }),
+      },
+      writeOptions(),
+    );
     return { record };
   },
   'kvStore.delete': async (p, { engine, writeOptions }) => ({
@@ -168,12 +171,15 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
       0,
     );
     assertFits(replyBytes, replyBudget, 'setMany');
-    const records = await engine.setMany({
-      instanceId: p.instanceId,
-      namespace: p.namespace,
-      entries,
-      ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }),
-    }, writeOptions());
+    const records = await engine.setMany(
+      {
+        instanceId: p.instanceId,
+        namespace: p.namespace,
+        entries,
+        ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }),
+      },
+      writeOptions(),
+    );
     return { records };
   },
   'kvStore.list': async (p, { engine, replyBudget }) => {
@@ -199,14 +205,17 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
   },
   'kvStore.incr': async (p, { engine, writeOptions }) => {
     const ttlMs = checkTtl(p.ttlMs, ['ttlMs']);
-    const record = await engine.incr({
-      instanceId: p.instanceId,
-      namespace: p.namespace,
-      key: p.key,
-      by: p.by ?? 1,
-      ...(ttlMs !== undefined && { ttlMs }),
-      ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }),
-    }, writeOptions());
+    const record = await engine.incr(
+      {
+        instanceId: p.instanceId,
+        namespace: p.namespace,
+        key: p.key,
+        by: p.by ?? 1,
+        ...(ttlMs !== undefined && { ttlMs }),
+        ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }),
+      },
+      writeOptions(),
+    );
     return { value: record.value as number, record };
   },
   'kvStore.expire': async (p, { engine, writeOptions }) => {
@@ -241,12 +250,15 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
       return { op: 'set', namespace: op.namespace, key: op.key, value, ...ttl };
     });
     assertFits(replyBytes, replyBudget, 'atomic');
-    const result = await engine.atomic({
-      instanceId: p.instanceId,
-      checks,
-      ops,
-      ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }),
-    }, writeOptions());
+    const result = await engine.atomic(
+      {
+        instanceId: p.instanceId,
+        checks,
+        ops,
+        ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }),
+      },
+      writeOptions(),
+    );
     return { committed: true, ...result };
   },
 };
