@@ -1,5 +1,5 @@
 /** Who may connect (tokens, origins, hosts) and what each connection may do. */
-export { authorize, canSeeInstance, WRITE_TYPES } from './authorize.js';
+export { authorize, canSeeInstance } from './authorize.js';
 export { FULL_ACCESS, parseTokenFile, TokenConfigError, TokenSet, type Principal, type TokenGrant } from './tokens.js';
 export {
   authenticate,
