@@ -16,10 +16,11 @@
  *    each 25th restart and at the end), nothing stored that no writer sent, no stored key gone.
  *    Each server runs under `strace -f -c -e trace=fsync,fdatasync` to count its fsync calls.
  * 2. Final phase, not killed: a server under strace takes a fixed load (FINAL_WRITES per writer);
- *    then GET /metrics gives `kvhub_storage_commits_total` (committed transactions), a SIGTERM
- *    ends the server and strace's table gives its fsyncs. With durability full every commit is
- *    fsynced, so fsyncs below commits fail the run. A server without /metrics (404) prints
- *    "commits: unavailable".
+ *    then GET /metrics gives `kvhub_storage_commits_total` (committed transactions) and
+ *    `kvhub_storage_syncs_total` (syncs of the log, each covering every commit before it), a
+ *    SIGTERM ends the server and strace's table gives its fsyncs. With durability full every
+ *    acknowledged commit waited for a sync, so fsyncs below syncs, or no sync at all for the
+ *    commits, fail the run. A server without /metrics (404) prints "commits: unavailable".
  *
  * Compiling the sources first rather than running them under tsx, and spawning each next server
  * process while the current one runs (compileServer in test/helpers/crash.ts), keep 200 restarts
@@ -87,14 +88,20 @@ function sample(items: Iterable<string>, max = 10): string {
   return all.length === 0 ? '' : ` (${all.slice(0, max).join(', ')}${all.length > max ? `, ... ${all.length - max} more` : ''})`;
 }
 
-/** `kvhub_storage_commits_total` from GET /metrics, or why it is unavailable. */
-async function readCommits(server: ServerRun): Promise<number | string> {
+/** `kvhub_storage_commits_total` and `kvhub_storage_syncs_total` from GET /metrics, or why they are unavailable. */
+async function readCommits(server: ServerRun): Promise<{ commits: number; syncs: number } | string> {
   try {
     const response = await fetch(`http://127.0.0.1:${server.port}/metrics`);
     const text = await response.text();
     if (response.status !== 200) return `GET /metrics answered ${response.status}`;
-    const match = /^kvhub_storage_commits_total(?:\{[^}]*\})?\s+(\d+(?:\.\d+)?(?:e\+?\d+)?)\s*$/m.exec(text);
-    return match === null ? 'GET /metrics has no kvhub_storage_commits_total line' : Number(match[1]);
+    const counter = (name: string) => {
+      const match = new RegExp(`^${name}(?:\\{[^}]*\\})?\\s+(\\d+(?:\\.\\d+)?(?:e\\+?\\d+)?)\\s*$`, 'm').exec(text);
+      return match === null ? undefined : Number(match[1]);
+    };
+    const commits = counter('kvhub_storage_commits_total');
+    const syncs = counter('kvhub_storage_syncs_total');
+    if (commits === undefined || syncs === undefined) return 'GET /metrics lacks kvhub_storage_commits_total or kvhub_storage_syncs_total';
+    return { commits, syncs };
   } catch (error) {
     return `GET /metrics failed: ${(error as Error).message}`;
   }
@@ -114,7 +121,7 @@ async function main(): Promise<boolean> {
 
   const ledger = new Ledger();
   const kills = { done: 0, midWrite: 0 };
-  let final: { commits: number | string; fsyncs: number; acked: number } | undefined;
+  let final: { counts: { commits: number; syncs: number } | string; fsyncs: number; acked: number } | undefined;
   try {
     const writers = Writers.start(WRITERS, CONNECTIONS, WINDOW);
     const { server: last } = await killLoop(
@@ -181,10 +188,14 @@ async function main(): Promise<boolean> {
   console.log(`  fsync calls:                          ${killPhaseFsyncs} (strace -c, ${killPhaseRuns} server runs)`);
   console.log(`\nfinal phase (${WRITERS} writers × ${FINAL_WRITES} writes, not killed)`);
   if (final === undefined) console.log('  not run');
-  else if (typeof final.commits === 'number') {
-    console.log(`  commits ${final.commits}, fsyncs ${final.fsyncs}, acknowledged writes ${final.acked} (${(final.acked / Math.max(final.commits, 1)).toFixed(2)} writes per commit)`);
+  else if (typeof final.counts !== 'string') {
+    const { commits, syncs } = final.counts;
+    console.log(
+      `  commits ${commits}, log syncs ${syncs}, fsyncs ${final.fsyncs}, acknowledged writes ${final.acked} ` +
+        `(${(final.acked / Math.max(commits, 1)).toFixed(2)} writes per commit, ${(commits / Math.max(syncs, 1)).toFixed(2)} commits per sync)`,
+    );
   } else {
-    console.log(`  commits: unavailable (${final.commits}); fsyncs ${final.fsyncs}, acknowledged writes ${final.acked}`);
+    console.log(`  commits: unavailable (${final.counts}); fsyncs ${final.fsyncs}, acknowledged writes ${final.acked}`);
   }
   for (const problem of problems.other) console.log(`  PROBLEM: ${problem}`);
   console.log(`\ntorture: ${failed ? 'FAILED' : 'passed'} in ${seconds()} s`);
@@ -208,7 +219,7 @@ async function finalPhase(cli: ServerCommand, db: string, straceOut: string, wri
     if (outcomes.acked.length !== FINAL_WRITES) problems.other.push(`final phase: writer ${writer} got ${outcomes.acked.length} of ${FINAL_WRITES} writes acknowledged`);
   }
   await writers.exit();
-  const commits = await readCommits(server);
+  const counts = await readCommits(server);
   const client = checkClient(server.url);
   try {
     collect(await ledger.check(client, true), 'final phase');
@@ -220,10 +231,10 @@ async function finalPhase(cli: ServerCommand, db: string, straceOut: string, wri
   const fsyncs = straceSummaryCalls(readFileSync(straceOut, 'utf8'));
   const integrity = integrityCheck(db);
   if (integrity.join() !== 'ok') problems.integrity.push(`after the final phase: ${integrity.join('; ')}`);
-  if (typeof commits === 'number' && fsyncs < commits) {
-    problems.other.push(`final phase: ${fsyncs} fsyncs for ${commits} commits, but with durability full every commit is fsynced`);
+  if (typeof counts !== 'string' && (fsyncs < counts.syncs || (counts.commits > 0 && counts.syncs === 0))) {
+    problems.other.push(`final phase: ${fsyncs} fsyncs and ${counts.syncs} log syncs for ${counts.commits} commits, but with durability full every commit is synced before its acknowledgement`);
   }
-  return { commits, fsyncs, acked };
+  return { counts, fsyncs, acked };
 }
 
 const watchdog = setTimeout(() => {

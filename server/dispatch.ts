@@ -18,6 +18,8 @@ import { describeError, type Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import { ENVELOPE_RESERVE_BYTES, largestSingleReply } from './reply-budget.js';
 import type { WriteOptions } from './storage/engine.js';
+import { objectJson } from './storage/record-json.js';
+import { isoTime } from './iso-time.js';
 
 /** What every request of a connection shares: engine, limits, server facts, its watch session. */
 export type DispatchContext = Omit<HandlerContext, 'replyBudget' | 'afterReply' | 'writeOptions'> & {
@@ -106,7 +108,7 @@ async function answerRequest(request: unknown, ctx: FrameContext, replyBudget: n
   const reply = await replyTo(request, head, ctx, replyBudget, logger);
   ctx.metrics.observe(head.type, reply.success ? undefined : reply.code, (performance.now() - started) / 1000);
   try {
-    return JSON.stringify(reply);
+    return replyJson(reply);
   } catch (error) {
     logger.error('a reply could not be serialized', { ...head, ...describeError(error) });
     return JSON.stringify(failure(head, new ProtocolError(ErrorCode.INTERNAL_ERROR, 'the server failed to encode its reply')));
@@ -132,7 +134,7 @@ async function replyTo(request: unknown, head: ReplyHead, ctx: FrameContext, rep
     const handler = handlers[type] as (params: unknown, ctx: HandlerContext) => Promise<unknown>;
     const writeOptions = () => writeOptionsOf(type, parsed.data, ctx.principal);
     const data = await handler(parsed.data, { ...ctx, replyBudget, writeOptions });
-    return { type, requestId: head.requestId, success: true, data, timestamp: new Date().toISOString() };
+    return { type, requestId: head.requestId, success: true, data, timestamp: isoTime(Date.now()) };
   } catch (error) {
     if (error instanceof ProtocolError) {
       // The client hears STORAGE_ERROR; the operator needs to know why (the SQLite code in the cause).
@@ -171,8 +173,17 @@ function headOf(request: unknown): ReplyHead {
   return { type, requestId };
 }
 
+/** The reply's JSON: a success's data splices in the JSON text the engine already holds (see objectJson). */
+function replyJson(reply: Reply): string {
+  if (!reply.success || typeof reply.data !== 'object' || reply.data === null) return JSON.stringify(reply);
+  const { type, requestId, data, timestamp } = reply;
+  return `{"type":${JSON.stringify(type)},"requestId":${JSON.stringify(requestId)},"success":true,"data":${objectJson(data)},"timestamp":"${timestamp}"}`;
+}
+
 /** A reply envelope, as far as dispatch looks into it. */
-type Reply = ({ success: true } | { success: false; code: string }) & Record<string, unknown>;
+type Reply =
+  | { type: string; requestId: string; success: true; data: unknown; timestamp: string }
+  | { type: string; requestId: string | null; success: false; code: string; error: string; data?: unknown; timestamp: string };
 
 function failure(head: ReplyHead, error: ProtocolError): Reply {
   return {
@@ -182,7 +193,7 @@ function failure(head: ReplyHead, error: ProtocolError): Reply {
     code: error.code,
     error: error.message,
     ...(error.data !== undefined && { data: error.data }),
-    timestamp: new Date().toISOString(),
+    timestamp: isoTime(Date.now()),
   };
 }
 
@@ -258,4 +269,12 @@ export function rateLimitedFrame(text: string, limits: { maxInFlight: number; ma
   // A batch that is empty or above maxBatch gets one reply, as dispatch would give it.
   if (Array.isArray(frame) && frame.length >= 1 && frame.length <= maxBatch) return `[${frame.map((request) => JSON.stringify(failure(headOf(request), error))).join(',')}]`;
   return JSON.stringify(failure(headOf(frame), error));
+}
+
+/**
+ * The reply envelope to one request that is already an object in this process (embedded mode):
+ * the same checks and handlers as a request read from a frame, with no JSON text around it.
+ */
+export function replyToRequest(request: { type: string; requestId: string; params?: unknown }, ctx: FrameContext, logger: Logger): Promise<Reply> {
+  return replyTo(request, headOf(request), ctx, ctx.limits.maxPayloadBytes - ENVELOPE_RESERVE_BYTES, logger);
 }

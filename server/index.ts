@@ -189,8 +189,8 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
   let closing = false;
   const shared = { engine, limits, connectionLimits, durability, serverVersion: SERVER_VERSION, watch, metrics };
   async function metricsText(): Promise<string> {
-    const { commits, databaseBytes } = await engine.metrics();
-    return metrics.render({ connections: wss.clients.size, watchers: watch.size, databaseBytes, commits });
+    const { commits, syncs, databaseBytes } = await engine.metrics();
+    return metrics.render({ connections: wss.clients.size, watchers: watch.size, databaseBytes, commits, syncs });
   }
   // Each connection gets its own ctx, carrying the principal its token was checked for.
   const deps: Omit<ConnectionDeps, 'ctx'> = {

@@ -9,6 +9,7 @@ export interface MetricsSnapshot {
   watchers: number;
   databaseBytes: number;
   commits: number;
+  syncs: number;
 }
 
 /**
@@ -64,8 +65,9 @@ export class Metrics {
     metric('kvhub_database_bytes', 'gauge', 'Size of the database (its pages, without the write-ahead log).', [
       `kvhub_database_bytes ${snapshot.databaseBytes}`,
     ]);
-    metric('kvhub_storage_commits_total', 'counter', 'Transactions committed; with durability full, each is one fsync.', [
-      `kvhub_storage_commits_total ${snapshot.commits}`,
+    metric('kvhub_storage_commits_total', 'counter', 'Transactions committed.', [`kvhub_storage_commits_total ${snapshot.commits}`]);
+    metric('kvhub_storage_syncs_total', 'counter', 'Syncs of the write-ahead log (durability full): each makes every commit before it durable.', [
+      `kvhub_storage_syncs_total ${snapshot.syncs}`,
     ]);
     return `${lines.join('\n')}\n`;
   }

@@ -2,6 +2,8 @@ import { nanoid } from 'nanoid';
 import { ErrorCode, EVENT_PUSH_TYPE, ProtocolError, type WatchEvent } from '../protocol/index.js';
 import { describeError, type Logger } from './logger.js';
 import type { StorageEngine } from './storage/engine.js';
+import { objectJson } from './storage/record-json.js';
+import { isoTime } from './iso-time.js';
 
 /** What a subscription asks for: one instance, optionally one namespace, one key or a key prefix. */
 export interface WatchFilter {
@@ -61,7 +63,7 @@ const CLOSE_TRY_AGAIN_LATER = 1013;
 const serialized = new WeakMap<WatchEvent, string>();
 function eventJson(event: WatchEvent): string {
   let json = serialized.get(event);
-  if (json === undefined) serialized.set(event, (json = JSON.stringify(event)));
+  if (json === undefined) serialized.set(event, (json = objectJson(event)));
   return json;
 }
 
@@ -286,7 +288,7 @@ export class WatchHub {
   }
 
   private send(subscription: Subscription, event: WatchEvent): void {
-    const frame = `{"type":"${EVENT_PUSH_TYPE}","subscriptionId":${JSON.stringify(subscription.id)},"event":${eventJson(event)},"timestamp":"${new Date().toISOString()}"}`;
+    const frame = `{"type":"${EVENT_PUSH_TYPE}","subscriptionId":${JSON.stringify(subscription.id)},"event":${eventJson(event)},"timestamp":"${isoTime(Date.now())}"}`;
     if (!subscription.session.push(frame)) return this.remove(subscription);
     // An instance deletion ends every subscription on it.
     if (event.kind === 'instanceDeleted') this.remove(subscription);

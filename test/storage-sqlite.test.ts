@@ -75,16 +75,48 @@ describe('sqlite engine: files', () => {
     }
   });
 
-  it('sets synchronous to FULL by default and NORMAL for durability normal', () => {
+  it('syncs the log itself for durability full (the default) and leaves it to checkpoints for normal', () => {
     const full = openConnection(freshPath());
     const normal = openConnection(freshPath(), { durability: 'normal' });
+    const memory = openConnection(':memory:');
     try {
-      expect(pragma(full, 'synchronous')).toBe(2);
-      expect(pragma(normal, 'synchronous')).toBe(1);
-      expect(pragma(full, 'journal_mode')).toBe('wal');
+      // SQLite never fsyncs at commit; full gets kvhub's own sync of the log after each commit.
+      expect(pragma(full.db, 'synchronous')).toBe(1);
+      expect(pragma(normal.db, 'synchronous')).toBe(1);
+      expect(pragma(full.db, 'journal_mode')).toBe('wal');
+      expect(full.walSync).toBeDefined();
+      expect(normal.walSync).toBeUndefined();
+      expect(memory.walSync).toBeUndefined();
     } finally {
-      full.close();
-      normal.close();
+      for (const connection of [full, normal, memory]) {
+        connection.walSync?.close();
+        connection.db.close();
+      }
+    }
+  });
+
+  it('acknowledges a write under durability full only once a sync covers its commit', async () => {
+    const full = openSqliteEngine(freshPath());
+    const normal = openSqliteEngine(freshPath(), { durability: 'normal' });
+    try {
+      for (const engine of [full, normal]) {
+        for (let i = 0; i < 5; i++) {
+          const before = await engine.metrics();
+          await engine.set({ instanceId: 'i', namespace: 'n', key: `k${i}`, value: json(i), autoCreate: true });
+          const after = await engine.metrics();
+          expect(after.commits).toBe(before.commits + 1);
+          // Awaited one by one, each write is its own commit, synced before set() resolved.
+          expect(after.syncs - before.syncs).toBe(engine === full ? 1 : 0);
+        }
+      }
+      // Writes issued together share a commit and its sync.
+      const before = await full.metrics();
+      await Promise.all([1, 2, 3].map((i) => full.set({ instanceId: 'i', namespace: 'n', key: `g${i}`, value: json(i) })));
+      const after = await full.metrics();
+      expect([after.commits - before.commits, after.syncs - before.syncs]).toEqual([1, 1]);
+    } finally {
+      await full.close();
+      await normal.close();
     }
   });
 

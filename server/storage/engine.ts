@@ -125,8 +125,13 @@ export interface IdempotencyClaim {
 }
 
 export interface EngineMetrics {
-  /** Transactions committed since the engine opened; in a durable engine, each is one flush to disk. */
+  /** Transactions committed since the engine opened. */
   commits: number;
+  /**
+   * Flushes to disk that made commits durable, since the engine opened; with durability full,
+   * every commit is covered by one before it is acknowledged, and one may cover several.
+   */
+  syncs: number;
   /** The size of the stored data. */
   databaseBytes: number;
 }

@@ -1,4 +1,5 @@
 import { ErrorCode, ProtocolError } from '../../protocol/index.js';
+import { valueJson } from './record-json.js';
 
 /** What a call came to: its value, or what it threw. */
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
@@ -17,7 +18,7 @@ export function isKeptFailure(error: unknown): error is ProtocolError {
 
 /** The JSON text kept for an outcome. Values are JSON already: they become the reply's data. */
 export function keptOutcome(outcome: Outcome<unknown>): string {
-  if (outcome.ok) return JSON.stringify({ ok: true, value: outcome.value } satisfies KeptOutcome);
+  if (outcome.ok) return outcome.value === undefined ? '{"ok":true}' : `{"ok":true,"value":${valueJson(outcome.value)}}`;
   const error = outcome.error as ProtocolError;
   return JSON.stringify({ ok: false, code: error.code, message: error.message, data: error.data } satisfies KeptOutcome);
 }

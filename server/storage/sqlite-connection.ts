@@ -2,13 +2,14 @@ import type Database from 'better-sqlite3';
 import { migrate } from './migrations.js';
 import { DatabaseOpenError, toOpenError } from './sqlite-errors.js';
 import { openDatabase, pragma } from './sqlite-native.js';
+import { walSync, type WalSync } from './sqlite-wal-sync.js';
 
 /** How a connection is set up; the engine's options minus what it does not configure. */
 export interface ConnectionOptions {
   /**
-   * `full`: every commit is fsynced before the write returns (`PRAGMA synchronous=FULL`).
-   * `normal`: WAL commits are fsynced at checkpoints only; a power cut may lose the latest writes
-   * but never corrupts the database (`PRAGMA synchronous=NORMAL`).
+   * `full`: every commit is fsynced before the write returns (for a file, by kvhub: see
+   * sqlite-wal-sync.ts). `normal`: WAL commits are fsynced at checkpoints only; a power cut may
+   * lose the latest writes but never corrupts the database (`PRAGMA synchronous=NORMAL`).
    * @default 'full'
    */
   durability?: 'full' | 'normal';
@@ -26,21 +27,29 @@ export function isInMemoryPath(path: string): boolean {
   return path === ':memory:' || path === '';
 }
 
+/** An open database and, when its commits must be fsynced one by one, what does that. */
+export interface Connection {
+  db: Database.Database;
+  /** Present for a file with durability `full`: the engine syncs the log after each commit. */
+  walSync: WalSync | undefined;
+}
+
 /**
  * Opens a connection to `path` with kvhub's settings and its schema migrated forward.
  * It claims nothing: the caller holds the file's lock first (see sqlite-lock.ts).
  *
  * - WAL for files: readers never block the writer and a commit is one append.
- * - `synchronous=FULL` (durability 'full') fsyncs every commit, so an acknowledged write survives
- *   a power cut; NORMAL fsyncs only at checkpoints, which in WAL mode can lose recent commits but
- *   never corrupts the file.
+ * - `synchronous=NORMAL`: in WAL mode it fsyncs only around checkpoints, which can lose recent
+ *   commits on a power cut but never corrupts the file. For durability 'full' the connection
+ *   comes with a {@link WalSync} that fsyncs the log after every commit, off the event loop, so
+ *   an acknowledged write survives a power cut. (An in-memory database has nothing to sync.)
  *
  * A file that cannot be served throws DatabaseOpenError, before anything is written to it: one
  * that is damaged or not kvhub's (checked whole, see {@link checkServable}), or that cannot be
  * written. Refusing at start, with one sentence, beats a server that fails later on some reads
  * or on every write.
  */
-export function openConnection(path: string, options: ConnectionOptions = {}): Database.Database {
+export function openConnection(path: string, options: ConnectionOptions = {}): Connection {
   const maxPages = options.maxDbBytes === undefined ? undefined : checkMaxDbBytes(options.maxDbBytes);
   let db: Database.Database | undefined;
   try {
@@ -50,11 +59,11 @@ export function openConnection(path: string, options: ConnectionOptions = {}): D
       checkServable(db, path);
       pragma(db, 'journal_mode = WAL');
     }
-    pragma(db, options.durability === 'normal' ? 'synchronous = NORMAL' : 'synchronous = FULL');
+    pragma(db, 'synchronous = NORMAL');
     migrate(db, path);
     // After the migrations, so that a cap can never stop a schema upgrade.
     if (maxPages !== undefined) capPages(db, maxPages(pragma(db, 'page_size') as number));
-    return db;
+    return { db, walSync: options.durability === 'normal' || isInMemoryPath(path) ? undefined : walSync(path) };
   } catch (error) {
     db?.close();
     throw toOpenError(error, path);

@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import { ErrorCode, ProtocolError } from '../../protocol/index.js';
 import type { Outcome } from './kept-replies.js';
 
 /**
@@ -11,9 +12,18 @@ export interface TransactionState<Mark> {
   restore(mark: Mark): void;
   /** Runs inside the transaction just before COMMIT (persisting cached counters). */
   beforeCommit(start: Mark): void;
-  /** Runs once the commit is durable, before any caller hears of its outcome. */
-  afterCommit(): void;
+  /**
+   * Runs right after COMMIT and returns what to run once that commit is durable, before any
+   * caller hears of its outcome (announcing its changes to watchers).
+   */
+  afterCommit(): () => void;
 }
+
+/**
+ * Makes every commit so far durable (an fsync of the write-ahead log), calling back once it is,
+ * or with the error that stopped it. Runs off the event loop, so requests go on meanwhile.
+ */
+export type Sync = (done: (error: Error | null) => void) => void;
 
 /** A caller waiting for the group's commit: `failure` is set when the group did not commit. */
 type Waiter = (failure?: unknown) => void;
@@ -22,6 +32,8 @@ interface Group<Mark> {
   /** The state before the group's first write: where a failed commit returns to. */
   start: Mark;
   waiters: Waiter[];
+  /** Set once committed: what to run when the commit is durable. */
+  durable?: () => void;
 }
 
 /**
@@ -38,17 +50,34 @@ interface Group<Mark> {
  * A read while a group is open runs at once (it sees the group's writes, keeping the order in
  * which requests arrived) but its result is held until the commit; if the commit fails, the read
  * runs again on what remains, so no caller ever observes a write that was not committed.
+ *
+ * With a {@link Sync} (durability full on a file), COMMIT itself does not fsync: the group's
+ * outcomes wait for the next sync, which runs on the thread pool while the event loop goes on
+ * reading requests and committing the next groups; one sync makes every commit before it durable.
+ * A read that would see a commit not yet durable waits for that commit's sync too. A failed sync
+ * fails its groups' callers with STORAGE_ERROR and stops all later writes: after a failed fsync
+ * the kernel may have dropped the pages it could not write, so nothing later can be promised.
  */
 export class GroupCommit<Mark> {
   private group: Group<Mark> | undefined;
+  /** Committed groups waiting for a sync to start; the newest is last. */
+  private unsynced: Group<Mark>[] = [];
+  /** The groups the running sync will make durable; undefined while none runs. */
+  private syncing: Group<Mark>[] | undefined;
+  /** Set for good once a sync failed. */
+  private syncFailure: Error | undefined;
+  /** Resolvers of {@link settled} calls waiting for every commit to be durable. */
+  private idleWaiters: (() => void)[] = [];
   private readonly begin: Database.Statement;
   private readonly commitStatement: Database.Statement;
   private readonly rollback: Database.Statement;
   private readonly savepointStatement: Database.Statement;
   private readonly release: Database.Statement;
   private readonly rollbackTo: Database.Statement;
-  /** Commits run since the engine opened: the number of fsyncs in `full` durability. */
+  /** Commits run since the engine opened. */
   commits = 0;
+  /** Syncs completed since the engine opened: each made every commit before it durable. */
+  syncs = 0;
   /**
    * While false, each write commits before `write` returns. An online backup needs that: its
    * steps run between turns of the event loop and must never see an uncommitted page.
@@ -58,6 +87,7 @@ export class GroupCommit<Mark> {
   constructor(
     private readonly db: Database.Database,
     private readonly state: TransactionState<Mark>,
+    private readonly sync?: Sync,
   ) {
     this.begin = db.prepare('BEGIN IMMEDIATE');
     this.commitStatement = db.prepare('COMMIT');
@@ -69,6 +99,7 @@ export class GroupCommit<Mark> {
 
   /** Runs `fn` in the open group (opening one) and settles with its outcome once the group commits. */
   write<T>(fn: () => T): Promise<T> {
+    if (this.syncFailure !== undefined) return Promise.reject(this.syncFailure);
     let group: Group<Mark>;
     try {
       group = this.group ?? this.open();
@@ -101,15 +132,34 @@ export class GroupCommit<Mark> {
   /** Runs `fn` now; while a group is open, its result waits for the commit (see the class comment). */
   read<T>(fn: () => T): Promise<T> {
     const group = this.group;
-    if (group === undefined) return settle(attempt(fn));
     const outcome = attempt(fn);
+    if (group === undefined) return this.whenDurable(outcome);
     return new Promise<T>((resolve, reject) => {
       group.waiters.push((failure) => {
-        const final = failure === undefined ? outcome : attempt(fn);
-        if (final.ok) resolve(final.value);
-        else reject(final.error);
+        // The group did not commit: read again what remains, which is (or will be) durable.
+        const final = failure === undefined ? Promise.resolve(outcome).then(unwrap) : this.whenDurable(attempt(fn));
+        final.then(resolve, reject);
       });
     });
+  }
+
+  /** Settles with `outcome` once every commit it may have seen is durable. */
+  private whenDurable<T>(outcome: Outcome<T>): Promise<T> {
+    const newest = this.unsynced.at(-1) ?? this.syncing?.at(-1);
+    if (newest === undefined) return outcome.ok ? Promise.resolve(outcome.value) : Promise.reject(outcome.error);
+    return new Promise<T>((resolve, reject) => {
+      newest.waiters.push((failure) => {
+        if (failure !== undefined) reject(failure);
+        else if (outcome.ok) resolve(outcome.value);
+        else reject(outcome.error);
+      });
+    });
+  }
+
+  /** Resolves once no commit is waiting for its sync (at once without a Sync). */
+  settled(): Promise<void> {
+    if (this.syncing === undefined && this.unsynced.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   /**
@@ -146,8 +196,36 @@ export class GroupCommit<Mark> {
     }
     this.group = undefined;
     this.commits++;
-    this.state.afterCommit();
-    for (const waiter of group.waiters) waiter();
+    group.durable = this.state.afterCommit();
+    if (this.sync === undefined) return release(group);
+    this.unsynced.push(group);
+    this.startSync();
+  }
+
+  /** Starts a sync of every commit so far, unless one is running (its end starts the next). */
+  private startSync(): void {
+    if (this.syncing !== undefined || this.unsynced.length === 0) return;
+    const groups = (this.syncing = this.unsynced);
+    this.unsynced = [];
+    this.sync!((error) => {
+      this.syncing = undefined;
+      if (error === null) {
+        this.syncs++;
+        for (const group of groups) release(group);
+      } else {
+        if (this.syncFailure === undefined) {
+          this.syncFailure = new ProtocolError(
+            ErrorCode.STORAGE_ERROR,
+            'the disk failed to make writes durable; this server takes no more writes until it is restarted',
+          );
+          this.syncFailure.cause = error;
+        }
+        // Callers of later commits, already waiting, hear of it too: their writes are on the same file.
+        for (const group of [...groups, ...this.unsynced.splice(0)]) for (const waiter of group.waiters) waiter(this.syncFailure);
+      }
+      this.startSync();
+      if (this.syncing === undefined) for (const resolve of this.idleWaiters.splice(0)) resolve();
+    });
   }
 
   private open(): Group<Mark> {
@@ -174,6 +252,17 @@ export class GroupCommit<Mark> {
   }
 }
 
+/** Announces a durable group's changes, then hands out its outcomes. */
+function release(group: Group<unknown>): void {
+  group.durable?.();
+  for (const waiter of group.waiters) waiter();
+}
+
+function unwrap<T>(outcome: Outcome<T>): T {
+  if (outcome.ok) return outcome.value;
+  throw outcome.error;
+}
+
 function attempt<T>(fn: () => T): Outcome<T> {
   try {
     return { ok: true, value: fn() };
@@ -182,6 +271,3 @@ function attempt<T>(fn: () => T): Outcome<T> {
   }
 }
 
-function settle<T>(outcome: Outcome<T>): Promise<T> {
-  return outcome.ok ? Promise.resolve(outcome.value) : Promise.reject(outcome.error);
-}

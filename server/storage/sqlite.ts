@@ -10,6 +10,8 @@ import {
   type WatchEvent,
 } from '../../protocol/index.js';
 import { decodeValue } from '../values.js';
+import { isoTime } from '../iso-time.js';
+import { recordJson, StoredRecord } from './record-json.js';
 import type {
   AtomicInput,
   ChangeRetention,
@@ -27,12 +29,13 @@ import type {
   WriteOptions,
 } from './engine.js';
 import { prefixUpperBound } from './key-range.js';
-import { join, sql, type Bindable, type Sql } from './sql.js';
-import { isInMemoryPath, openConnection, type ConnectionOptions } from './sqlite-connection.js';
+import { join, raw, sql, type Bindable, type Sql } from './sql.js';
+import { isInMemoryPath, openConnection, type Connection, type ConnectionOptions } from './sqlite-connection.js';
 import { toEngineError } from './sqlite-errors.js';
 import { acquireFileLock, type FileLock } from './sqlite-lock.js';
 import { writeBackup } from './sqlite-backup.js';
 import { GroupCommit, type TransactionState } from './sqlite-group-commit.js';
+import type { WalSync } from './sqlite-wal-sync.js';
 import { isKeptFailure, keptOutcome, parseOutcome, type Outcome } from './kept-replies.js';
 import { buildQuery } from './sqlite-query.js';
 
@@ -51,12 +54,12 @@ export interface SqliteEngineOptions extends EngineOptions, ConnectionOptions {}
  */
 export function openSqliteEngine(path: string, options: SqliteEngineOptions = {}): StorageEngine {
   const lock = isInMemoryPath(path) ? undefined : acquireFileLockOrThrow(path);
-  let db: Database.Database | undefined;
+  let connection: Connection | undefined;
   try {
-    db = openConnection(path, options);
-    return new SqliteEngine(db, lock, options.now ?? Date.now);
+    connection = openConnection(path, options);
+    return new SqliteEngine(connection, lock, options.now ?? Date.now);
   } catch (error) {
-    db?.close();
+    connection?.db.close();
     lock?.release();
     throw toEngineError(error, path);
   }
@@ -136,6 +139,15 @@ interface Contents {
 /** A live record is one without an expiry or whose expiry is still ahead. */
 const LIVE = '(expires_at IS NULL OR expires_at > ?)';
 
+/**
+ * The columns of a record row, in the order {@link toRow} reads them. Rows are read as arrays
+ * (better-sqlite3's `raw` mode) and written with positional parameters: building an object per
+ * row by name, or binding by name, costs more on the hot path than the statement itself.
+ */
+const RECORD_COLUMNS = 'instance_id, namespace, key, id, value, data, content_type, version, revision, created_at, updated_at, expires_at';
+type RecordColumns = [string, string, string, string, string | null, Uint8Array | null, string, number, number, number, number, number | null];
+const RECORD_SELECTION = raw(RECORD_COLUMNS);
+
 function prepareStatements(db: Database.Database) {
   return {
     loadRevision: db.prepare<[], number>("SELECT value FROM meta WHERE name = 'revision'").pluck(),
@@ -143,9 +155,8 @@ function prepareStatements(db: Database.Database) {
     loadOldestChange: db.prepare<[], number>("SELECT value FROM meta WHERE name = 'oldest_change'").pluck(),
     saveOldestChange: db.prepare<[number]>("UPDATE meta SET value = ? WHERE name = 'oldest_change'"),
 
-    logChange: db.prepare<[ChangeRow]>(
-      `INSERT INTO changes (revision, kind, instance_id, namespace, key, record, created_at)
-       VALUES (@revision, @kind, @instance_id, @namespace, @key, @record, @created_at)`,
+    logChange: db.prepare<[number, ChangeRow['kind'], string, string | null, string | null, string | null, number]>(
+      'INSERT INTO changes (revision, kind, instance_id, namespace, key, record, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
     ),
     changesSince: db.prepare<[string, number, number, number], ChangeRow>(
       'SELECT * FROM changes WHERE instance_id = ? AND revision > ? AND revision <= ? ORDER BY revision LIMIT ?',
@@ -174,12 +185,11 @@ function prepareStatements(db: Database.Database) {
     deleteInstance: db.prepare<[string]>('DELETE FROM instances WHERE id = ?'),
     deleteInstanceRecords: db.prepare<[string]>('DELETE FROM records WHERE instance_id = ?'),
 
-    getRow: db.prepare<[string, string, string], RecordRow>(
-      'SELECT * FROM records WHERE instance_id = ? AND namespace = ? AND key = ?',
-    ),
-    putRow: db.prepare<[RecordRow]>(
-      `INSERT INTO records (instance_id, namespace, key, id, value, data, content_type, version, revision, created_at, updated_at, expires_at)
-       VALUES (@instance_id, @namespace, @key, @id, @value, @data, @content_type, @version, @revision, @created_at, @updated_at, @expires_at)
+    getRow: db
+      .prepare<[string, string, string], RecordColumns>(`SELECT ${RECORD_COLUMNS} FROM records WHERE instance_id = ? AND namespace = ? AND key = ?`)
+      .raw(),
+    putRow: db.prepare<RecordColumns>(
+      `INSERT INTO records (${RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (instance_id, namespace, key) DO UPDATE SET
          id = excluded.id, value = excluded.value, data = excluded.data, content_type = excluded.content_type,
          version = excluded.version, revision = excluded.revision, created_at = excluded.created_at,
@@ -273,13 +283,18 @@ class SqliteEngine implements StorageEngine {
   private readonly foundExpired = new Map<string, KeyRow>();
   private closed = false;
 
+  private readonly db: Database.Database;
+  private readonly walSync: WalSync | undefined;
+
   constructor(
-    private readonly db: Database.Database,
+    connection: Connection,
     private readonly lock: FileLock | undefined,
     private readonly now: () => number,
   ) {
-    this.stmts = prepareStatements(db);
-    this.group = new GroupCommit(db, this.transactionState());
+    this.db = connection.db;
+    this.walSync = connection.walSync;
+    this.stmts = prepareStatements(this.db);
+    this.group = new GroupCommit(this.db, this.transactionState(), this.walSync?.sync);
     this.revision = this.stmts.loadRevision.get() ?? 0;
     this.oldestChange = this.stmts.loadOldestChange.get() ?? 1;
   }
@@ -498,8 +513,8 @@ class SqliteEngine implements StorageEngine {
       }
       if (input.after !== undefined) terms.push(input.reverse === true ? sql`key < ${input.after}` : sql`key > ${input.after}`);
       const order = input.reverse === true ? sql`key DESC` : sql`key ASC`;
-      const query = sql`SELECT * FROM records WHERE ${join(terms, ' AND ')} ORDER BY ${order} LIMIT ${input.limit + 1}`;
-      const rows = this.cached(query.text).iterate(...query.params) as IterableIterator<RecordRow>;
+      const query = sql`SELECT ${RECORD_SELECTION} FROM records WHERE ${join(terms, ' AND ')} ORDER BY ${order} LIMIT ${input.limit + 1}`;
+      const rows = this.rows(query);
       const page = takeWithin(rows, input.limit, input.maxBytes);
       return { records: page.rows.map(toRecord), more: page.more };
     });
@@ -510,12 +525,12 @@ class SqliteEngine implements StorageEngine {
       this.assertInstance(input.instanceId);
       const { where, orderBy } = buildQuery(input, this.now());
       const count = sql`SELECT count(*) AS total FROM records WHERE ${where}`;
-      const page = sql`SELECT * FROM records WHERE ${where} ORDER BY ${orderBy} LIMIT ${input.limit} OFFSET ${input.offset}`;
+      const page = sql`SELECT ${RECORD_SELECTION} FROM records WHERE ${where} ORDER BY ${orderBy} LIMIT ${input.limit} OFFSET ${input.offset}`;
       const { total } = this.cached(count.text).get(...count.params) as { total: number };
       const rows =
         input.limit === 0
           ? []
-          : takeWithin(this.cached(page.text).iterate(...page.params) as IterableIterator<RecordRow>, input.limit, input.maxBytes).rows;
+          : takeWithin(this.rows(page), input.limit, input.maxBytes).rows;
       return { records: rows.map(toRecord), total };
     });
   }
@@ -601,7 +616,7 @@ class SqliteEngine implements StorageEngine {
 
   async metrics(): Promise<EngineMetrics> {
     this.assertOpen();
-    return { commits: this.group.commits, databaseBytes: this.stmts.databaseBytes.get() ?? 0 };
+    return { commits: this.group.commits, syncs: this.group.syncs, databaseBytes: this.stmts.databaseBytes.get() ?? 0 };
   }
 
   /**
@@ -632,8 +647,10 @@ class SqliteEngine implements StorageEngine {
     this.closed = true;
     try {
       this.group.flush();
+      await this.group.settled();
       this.db.close();
     } finally {
+      this.walSync?.close();
       this.lock?.release();
     }
   }
@@ -649,16 +666,8 @@ class SqliteEngine implements StorageEngine {
     const result = apply(revision);
     this.revision = revision;
     // The change log row is written in the same transaction as the change itself.
-    const recordJson = result === null ? null : JSON.stringify(result);
-    this.stmts.logChange.run({
-      revision,
-      kind: change.kind,
-      instance_id: change.instanceId,
-      namespace: change.namespace,
-      key: change.key,
-      record: recordJson,
-      created_at: this.now(),
-    });
+    const record = result === null ? null : recordJson(result);
+    this.stmts.logChange.run(revision, change.kind, change.instanceId, change.namespace, change.key, record, this.now());
     this.uncommitted.push({ ...change, record: result, revision });
     return result;
   }
@@ -685,7 +694,7 @@ class SqliteEngine implements StorageEngine {
         updated_at: now,
         expires_at: next.expires_at,
       };
-      this.stmts.putRow.run(row);
+      this.stmts.putRow.run(...toColumns(row));
       return toRecord(row);
     });
   }
@@ -731,8 +740,9 @@ class SqliteEngine implements StorageEngine {
    * expiry recorded once the current read or write is done (see settleFoundExpired).
    */
   private liveRow(instanceId: string, namespace: string, key: string, now: number): RecordRow | null {
-    const row = this.stmts.getRow.get(instanceId, namespace, key);
-    if (row === undefined) return null;
+    const columns = this.stmts.getRow.get(instanceId, namespace, key);
+    if (columns === undefined) return null;
+    const row = toRow(columns);
     if (!isExpired(row, now)) return row;
     this.foundExpired.set(JSON.stringify([instanceId, namespace, key]), row);
     return null;
@@ -760,8 +770,9 @@ class SqliteEngine implements StorageEngine {
 
   /** For writes: like liveRow, but an expired row is removed first, recording its expiry. */
   private rowForWrite(instanceId: string, namespace: string, key: string, now: number): RecordRow | null {
-    const row = this.stmts.getRow.get(instanceId, namespace, key);
-    if (row === undefined) return null;
+    const columns = this.stmts.getRow.get(instanceId, namespace, key);
+    if (columns === undefined) return null;
+    const row = toRow(columns);
     if (!isExpired(row, now)) return row;
     this.expireKey(row);
     return null;
@@ -793,6 +804,12 @@ class SqliteEngine implements StorageEngine {
       }
       this.knownInstances.add(instanceId);
     }
+  }
+
+  /** The record rows a query selects (it selects {@link RECORD_COLUMNS}), one by one. */
+  private *rows(query: Sql): IterableIterator<RecordRow> {
+    const statement = this.cached(query.text).raw() as Database.Statement<Bindable[], RecordColumns>;
+    for (const columns of statement.iterate(...query.params)) yield toRow(columns);
   }
 
   private cached(text: string): Database.Statement<Bindable[], unknown> {
@@ -862,15 +879,17 @@ class SqliteEngine implements StorageEngine {
       beforeCommit: (start) => {
         if (this.revision !== start.revision) this.stmts.saveRevision.run(this.revision);
       },
-      afterCommit: () => this.announce(),
+      afterCommit: () => {
+        const changes = this.uncommitted;
+        this.uncommitted = [];
+        return () => this.announce(changes);
+      },
     };
   }
 
-  /** Hands the committed transaction's changes to the listeners. */
-  private announce(): void {
-    if (this.uncommitted.length === 0) return;
-    const changes = this.uncommitted;
-    this.uncommitted = [];
+  /** Hands a durable transaction's changes to the listeners. */
+  private announce(changes: readonly WatchEvent[]): void {
+    if (changes.length === 0) return;
     for (const listener of this.listeners) {
       // A listener's failure must not turn a committed write into a failed one; listeners
       // (the server's watch hub) report their own errors.
@@ -934,19 +953,44 @@ function jsonContents(value: number, expiresAt: number | null): Contents {
 }
 
 function toRecord(row: RecordRow): KvRecord {
+  const value = decodeValue(row.content_type, row.value, row.data);
+  // The reply, the change log and watch events splice the stored JSON text in (see StoredRecord);
+  // a binary value travels as its base64 string.
+  return new StoredRecord(
+    row.id,
+    row.instance_id,
+    row.namespace,
+    row.key,
+    value,
+    row.value ?? JSON.stringify(value),
+    row.content_type,
+    row.version,
+    row.revision,
+    isoTime(row.created_at),
+    isoTime(row.updated_at),
+    row.expires_at === null ? null : isoTime(row.expires_at),
+  );
+}
+
+function toRow(c: RecordColumns): RecordRow {
   return {
-    id: row.id,
-    instanceId: row.instance_id,
-    namespace: row.namespace,
-    key: row.key,
-    value: decodeValue(row.content_type, row.value, row.data),
-    contentType: row.content_type,
-    version: row.version,
-    revision: row.revision,
-    createdAt: iso(row.created_at),
-    updatedAt: iso(row.updated_at),
-    expiresAt: row.expires_at === null ? null : iso(row.expires_at),
+    instance_id: c[0],
+    namespace: c[1],
+    key: c[2],
+    id: c[3],
+    value: c[4],
+    data: c[5],
+    content_type: c[6],
+    version: c[7],
+    revision: c[8],
+    created_at: c[9],
+    updated_at: c[10],
+    expires_at: c[11],
   };
+}
+
+function toColumns(r: RecordRow): RecordColumns {
+  return [r.instance_id, r.namespace, r.key, r.id, r.value, r.data, r.content_type, r.version, r.revision, r.created_at, r.updated_at, r.expires_at];
 }
 
 function toWatchEvent(row: ChangeRow): WatchEvent {
@@ -965,14 +1009,11 @@ function toInstance(row: InstanceRow): Instance {
     id: row.id,
     name: row.name,
     ...(row.description !== null ? { description: row.description } : {}),
-    createdAt: iso(row.created_at),
-    updatedAt: iso(row.updated_at),
+    createdAt: isoTime(row.created_at),
+    updatedAt: isoTime(row.updated_at),
   };
 }
 
-function iso(ms: number): string {
-  return new Date(ms).toISOString();
-}
 
 function conflict(message: string, current: RecordRow | null): ProtocolError {
   return new ProtocolError(ErrorCode.CONFLICT, message, { current: current === null ? null : toRecord(current) });

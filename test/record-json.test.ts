@@ -1,0 +1,51 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { objectJson, recordJson, valueJson } from '../server/storage/record-json.js';
+import { openSqliteEngine } from '../server/storage/sqlite.js';
+import { encodeValue } from '../server/values.js';
+
+// Values as the wire can carry them: JSON without -0 (JSON has no -0; it arrives as 0).
+const wireValue = fc.jsonValue().map((value) => JSON.parse(JSON.stringify(value)) as unknown);
+const name = fc.string({ minLength: 1, maxLength: 20 });
+
+describe('JSON spliced from stored text', () => {
+  it('gives exactly what JSON.stringify gives for records, reply data and events the engine built', async () => {
+    const engine = openSqliteEngine(':memory:');
+    await engine.createInstance({ id: 'i', name: 'i' });
+    await fc.assert(
+      fc.asyncProperty(name, name, wireValue, fc.option(fc.integer({ min: 3_600_000, max: 1e9 }), { nil: undefined }), async (namespace, key, value, ttlMs) => {
+        const written = await engine.set({
+          instanceId: 'i',
+          namespace,
+          key,
+          value: encodeValue(value, undefined, 1 << 20),
+          ...(ttlMs !== undefined && { ttlMs }),
+        });
+        const read = (await engine.get('i', namespace, key))!;
+        for (const record of [written, read]) {
+          expect(recordJson(record)).toBe(JSON.stringify(record));
+          const getReply = { value: record.value, exists: true, record };
+          expect(objectJson(getReply)).toBe(JSON.stringify(getReply));
+          expect(valueJson([record, null])).toBe(JSON.stringify([record, null]));
+        }
+      }),
+      { numRuns: 300, seed: 7 },
+    );
+    await engine.close();
+  });
+
+  it('serializes binary records, objects that are not records and undefined fields as JSON.stringify does', async () => {
+    const engine = openSqliteEngine(':memory:');
+    const record = await engine.set({
+      instanceId: 'i',
+      namespace: 'n',
+      key: 'bytes',
+      value: encodeValue('AAEC', 'application/octet-stream', 100),
+      autoCreate: true,
+    });
+    const data = { record, skipped: undefined, list: [1, { a: null }], nested: { record } };
+    expect(objectJson(data)).toBe(JSON.stringify(data));
+    expect(objectJson({})).toBe('{}');
+    await engine.close();
+  });
+});
