@@ -12,14 +12,22 @@ export interface Logger {
 /** A logger that drops everything: the default for embedded use and tests. */
 export const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
-type Level = keyof Logger;
-const LEVELS: Level[] = ['debug', 'info', 'warn', 'error'];
+/** A log level; each one lets through itself and the levels after it in {@link LOG_LEVELS}. */
+export type LogLevel = keyof Logger;
 
-/** A logger writing one JSON object per line (`time`, `level`, `msg`, fields) to `stream`. */
-export function jsonLogger(stream: NodeJS.WritableStream, minimum: Level = 'info'): Logger {
-  const threshold = LEVELS.indexOf(minimum);
-  const write = (level: Level) => (message: string, fields?: LogFields) => {
-    if (LEVELS.indexOf(level) < threshold) return;
+/** The log levels from the most verbose to the least. */
+export const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
+
+/** True when `text` names a log level (for `--log-level`). */
+export function isLogLevel(text: string): text is LogLevel {
+  return (LOG_LEVELS as readonly string[]).includes(text);
+}
+
+/** A logger writing one JSON object per line (`time`, `level`, `msg`, fields) to `stream`, from `minimum` up. */
+export function jsonLogger(stream: NodeJS.WritableStream, minimum: LogLevel = 'info'): Logger {
+  const threshold = LOG_LEVELS.indexOf(minimum);
+  const write = (level: LogLevel) => (message: string, fields?: LogFields) => {
+    if (LOG_LEVELS.indexOf(level) < threshold) return;
     stream.write(`${JSON.stringify({ time: new Date().toISOString(), level, msg: message, ...fields })}\n`);
   };
   return { debug: write('debug'), info: write('info'), warn: write('warn'), error: write('error') };
