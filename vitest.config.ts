@@ -8,6 +8,7 @@ export default defineConfig({
       { find: /^kvhub$/, replacement: fileURLToPath(new URL('./sdk/index.ts', import.meta.url)) },
       { find: /^kvhub\/protocol$/, replacement: fileURLToPath(new URL('./protocol/index.ts', import.meta.url)) },
       { find: /^kvhub\/server$/, replacement: fileURLToPath(new URL('./server/index.ts', import.meta.url)) },
+      { find: /^kvhub\/embedded$/, replacement: fileURLToPath(new URL('./embedded/index.ts', import.meta.url)) },
     ],
   },
   test: {
