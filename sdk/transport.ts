@@ -39,13 +39,17 @@ export interface SocketSettings {
 /** The subprotocol the server selects when a browser presents its token as a subprotocol. */
 export const SUBPROTOCOL = 'kvhub.v1';
 
+/** Offered next to {@link SUBPROTOCOL}, followed by the token: a browser cannot send an Authorization header. */
+export const BEARER_SUBPROTOCOL_PREFIX = 'kvhub.bearer.';
+
 /**
  * Opens a socket with `WebSocket` when one is given, else with the `ws` package, loaded on first
- * use through a dynamic import so that a browser bundle that passes its own constructor never needs it.
+ * use through a dynamic import so that a browser bundle that passes its own constructor never needs it
+ * (the browser build replaces that import with a stub; see sdk/browser.ts).
  */
 export async function openSocket(settings: SocketSettings, WebSocket: WebSocketConstructor | undefined): Promise<WebSocketLike> {
   if (WebSocket !== undefined) {
-    const protocols = settings.token !== undefined ? [SUBPROTOCOL, `kvhub.bearer.${settings.token}`] : undefined;
+    const protocols = settings.token !== undefined ? [SUBPROTOCOL, `${BEARER_SUBPROTOCOL_PREFIX}${settings.token}`] : undefined;
     return protocols !== undefined ? new WebSocket(settings.url, protocols) : new WebSocket(settings.url);
   }
   const { default: NodeWebSocket } = await import('ws');
@@ -70,8 +74,11 @@ export async function openSocket(settings: SocketSettings, WebSocket: WebSocketC
   return socket as unknown as WebSocketLike;
 }
 
-/** The error for an upgrade the server answered with `status` instead of switching protocols. */
-function refusalError(status: number, body: string): KvError {
+/**
+ * The error for an upgrade the server answered with `status` instead of switching protocols;
+ * `body` is the server's JSON answer, whose `error` sentence is quoted.
+ */
+export function refusalError(status: number, body: string): KvError {
   let reason: unknown;
   try {
     reason = (JSON.parse(body) as { error?: unknown }).error;

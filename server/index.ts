@@ -26,6 +26,7 @@ import { DEFAULT_CHANGE_RETENTION, startHousekeeping } from './housekeeping.js';
 import { checkPeriodicBackups, startPeriodicBackups, type PeriodicBackupOptions } from './backup.js';
 import { SERVER_VERSION } from './version.js';
 import { WatchHub } from './watch.js';
+import { serveInspector } from './inspector/index.js';
 
 /** Options of {@link createServer}. */
 export interface ServerOptions {
@@ -293,12 +294,18 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
   };
 }
 
-/** `/healthz` is open to all; any other path (`/metrics`) needs the token when tokens are configured. */
+/**
+ * `/healthz` and the web inspector's files (`/`, `/kvhub.js`, ...: no data in them) are open to
+ * all; any other path (`/metrics`, `/auth`) needs the token when tokens are configured.
+ */
 function answerHttp(request: IncomingMessage, response: ServerResponse, tokens: TokenSet, metricsText: () => Promise<string>): void {
-  const path = (request.url ?? '/').split('?')[0];
+  const path = (request.url ?? '/').split('?')[0] ?? '/';
   if (request.method === 'GET' && path === '/healthz') return void json(response, 200, { status: 'ok' });
+  if (serveInspector(request, response, path)) return;
   const verdict = authenticate(request, tokens);
   if (!verdict.ok) return void json(response, 401, { error: verdict.reason }, { 'www-authenticate': 'Bearer realm="kvhub"' });
+  // The token was let in. A browser, which cannot see why its upgrade failed, asks this (sdk/browser-socket.ts).
+  if (request.method === 'GET' && path === '/auth') return void response.writeHead(204, { 'cache-control': 'no-store' }).end();
   if (request.method === 'GET' && path === '/metrics') {
     metricsText().then(
       (text) => response.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }).end(text),
