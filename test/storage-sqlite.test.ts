@@ -120,6 +120,28 @@ describe('sqlite engine: files', () => {
     }
   });
 
+  it('never serves a write that rolled back from its row cache', async () => {
+    const engine = openSqliteEngine(freshPath());
+    try {
+      await engine.set({ instanceId: 'i', namespace: 'n', key: 'a', value: json(1), autoCreate: true });
+      await engine.set({ instanceId: 'i', namespace: 'n', key: 'text', value: json('not a number') });
+      // The set of `a` runs (and is cached) before the incr fails: the whole atomic rolls back.
+      const failed = engine.atomic({
+        instanceId: 'i',
+        checks: [],
+        ops: [
+          { op: 'set', namespace: 'n', key: 'a', value: json(2) },
+          { op: 'incr', namespace: 'n', key: 'text', by: 1 },
+        ],
+      });
+      await expect(failed).rejects.toMatchObject({ code: 'TYPE_MISMATCH' });
+      expect((await engine.get('i', 'n', 'a'))?.value).toBe(1);
+      expect((await engine.get('i', 'n', 'a'))?.version).toBe(1);
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('refuses a database written by a newer kvhub', async () => {
     const file = freshPath();
     await openSqliteEngine(file).close();

@@ -38,6 +38,7 @@ import { GroupCommit, type TransactionState } from './sqlite-group-commit.js';
 import type { WalSync } from './sqlite-wal-sync.js';
 import { isKeptFailure, keptOutcome, parseOutcome, type Outcome } from './kept-replies.js';
 import { buildQuery } from './sqlite-query.js';
+import { recordKey, RowCache } from './row-cache.js';
 
 export { DatabaseInUseError } from './sqlite-lock.js';
 export { SchemaTooNewError } from './migrations.js';
@@ -243,6 +244,10 @@ type Statements = ReturnType<typeof prepareStatements>;
 /** Pages (4 KiB each) a backup copies between two turns of the event loop: about a millisecond's work. */
 const BACKUP_PAGES_PER_STEP = 256;
 
+/** Rows kept in the row cache, and the bytes of their values: about 64 MiB of memory at most. */
+const ROW_CACHE_ENTRIES = 100_000;
+const ROW_CACHE_BYTES = 48 * 1024 * 1024;
+
 /** Query statements are built per shape; this many shapes stay prepared. */
 const STATEMENT_CACHE_SIZE = 200;
 
@@ -279,6 +284,8 @@ class SqliteEngine implements StorageEngine {
    * only ever holds ids that exist, because a deletion removes its id and any rollback clears it.
    */
   private readonly knownInstances = new Set<string>();
+  /** Recently read and written rows (see RowCache): a hot key's read needs no statement. */
+  private readonly recentRows = new RowCache<RecordRow>(ROW_CACHE_ENTRIES, ROW_CACHE_BYTES, rowBytes);
   /** Keys a read found expired; their expiry is recorded (and announced) right after the read. */
   private readonly foundExpired = new Map<string, KeyRow>();
   private closed = false;
@@ -344,6 +351,7 @@ class SqliteEngine implements StorageEngine {
       this.commit({ kind: 'instanceDeleted', instanceId, namespace: null, key: null }, () => {
         this.stmts.deleteInstanceRecords.run(instanceId);
         this.stmts.deleteInstance.run(instanceId);
+        this.recentRows.clear();
         this.knownInstances.delete(instanceId);
         return null;
       });
@@ -428,6 +436,7 @@ class SqliteEngine implements StorageEngine {
       if (live === 0) return 0;
       this.commit({ kind: 'namespaceDeleted', instanceId, namespace, key: null }, () => {
         this.stmts.deleteNamespace.run(instanceId, namespace);
+        this.recentRows.clear();
         return null;
       });
       return live;
@@ -695,6 +704,7 @@ class SqliteEngine implements StorageEngine {
         expires_at: next.expires_at,
       };
       this.stmts.putRow.run(...toColumns(row));
+      this.recentRows.set(recordKey(row.instance_id, row.namespace, row.key), row);
       return toRecord(row);
     });
   }
@@ -722,7 +732,7 @@ class SqliteEngine implements StorageEngine {
 
   private deleteKey(row: RecordRow): true {
     this.commit({ kind: 'delete', instanceId: row.instance_id, namespace: row.namespace, key: row.key }, () => {
-      this.stmts.deleteRow.run(row.instance_id, row.namespace, row.key);
+      this.deleteRow(row);
       return null;
     });
     return true;
@@ -730,7 +740,7 @@ class SqliteEngine implements StorageEngine {
 
   private expireKey(row: KeyRow): void {
     this.commit({ kind: 'expire', instanceId: row.instance_id, namespace: row.namespace, key: row.key }, () => {
-      this.stmts.deleteRow.run(row.instance_id, row.namespace, row.key);
+      this.deleteRow(row);
       return null;
     });
   }
@@ -740,9 +750,8 @@ class SqliteEngine implements StorageEngine {
    * expiry recorded once the current read or write is done (see settleFoundExpired).
    */
   private liveRow(instanceId: string, namespace: string, key: string, now: number): RecordRow | null {
-    const columns = this.stmts.getRow.get(instanceId, namespace, key);
-    if (columns === undefined) return null;
-    const row = toRow(columns);
+    const row = this.storedRow(instanceId, namespace, key);
+    if (row === undefined) return null;
     if (!isExpired(row, now)) return row;
     this.foundExpired.set(JSON.stringify([instanceId, namespace, key]), row);
     return null;
@@ -768,11 +777,27 @@ class SqliteEngine implements StorageEngine {
       });
   }
 
+  /** The stored row of a key, live or expired: from the row cache, or read (and then cached). */
+  private storedRow(instanceId: string, namespace: string, key: string): RecordRow | undefined {
+    const cacheKey = recordKey(instanceId, namespace, key);
+    const cached = this.recentRows.get(cacheKey);
+    if (cached !== undefined) return cached;
+    const columns = this.stmts.getRow.get(instanceId, namespace, key);
+    if (columns === undefined) return undefined;
+    const row = toRow(columns);
+    this.recentRows.set(cacheKey, row);
+    return row;
+  }
+
+  private deleteRow(row: KeyRow): void {
+    this.stmts.deleteRow.run(row.instance_id, row.namespace, row.key);
+    this.recentRows.delete(recordKey(row.instance_id, row.namespace, row.key));
+  }
+
   /** For writes: like liveRow, but an expired row is removed first, recording its expiry. */
   private rowForWrite(instanceId: string, namespace: string, key: string, now: number): RecordRow | null {
-    const columns = this.stmts.getRow.get(instanceId, namespace, key);
-    if (columns === undefined) return null;
-    const row = toRow(columns);
+    const row = this.storedRow(instanceId, namespace, key);
+    if (row === undefined) return null;
     if (!isExpired(row, now)) return row;
     this.expireKey(row);
     return null;
@@ -871,7 +896,9 @@ class SqliteEngine implements StorageEngine {
     return {
       mark: () => ({ revision: this.revision, oldestChange: this.oldestChange, changes: this.uncommitted.length }),
       restore: (mark) => {
+        // What the rolled-back changes created or removed may be cached: forget it all.
         this.knownInstances.clear();
+        this.recentRows.clear();
         this.revision = mark.revision;
         this.oldestChange = mark.oldestChange;
         this.uncommitted.length = mark.changes;
