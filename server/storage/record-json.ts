@@ -9,6 +9,8 @@ import type { KvRecord } from '../../protocol/index.js';
  */
 export class StoredRecord implements KvRecord {
   readonly #valueJson: string;
+  /** The record's JSON once built: the change log and the reply both need it. */
+  #json: string | undefined;
 
   constructor(
     readonly id: string,
@@ -35,12 +37,11 @@ export class StoredRecord implements KvRecord {
 
   /** The record's JSON text, field for field what JSON.stringify gives. */
   toJsonText(): string {
-    return (
+    return (this.#json ??=
       `{"id":${JSON.stringify(this.id)},"instanceId":${JSON.stringify(this.instanceId)},"namespace":${JSON.stringify(this.namespace)},` +
       `"key":${JSON.stringify(this.key)},"value":${this.#valueJson},"contentType":${JSON.stringify(this.contentType)},` +
       `"version":${this.version},"revision":${this.revision},"createdAt":"${this.createdAt}","updatedAt":"${this.updatedAt}",` +
-      `"expiresAt":${this.expiresAt === null ? 'null' : `"${this.expiresAt}"`}}`
-    );
+      `"expiresAt":${this.expiresAt === null ? 'null' : `"${this.expiresAt}"`}}`);
   }
 }
 
