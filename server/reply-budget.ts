@@ -1,5 +1,6 @@
 import { Buffer } from 'node:buffer';
 import { ErrorCode, ProtocolError } from '../protocol/index.js';
+import { elementJson } from './storage/record-json.js';
 
 /** Bytes kept free in every reply frame for the envelope around `data`. */
 export const ENVELOPE_RESERVE_BYTES = 4096;
@@ -12,9 +13,12 @@ export function largestSingleReply(maxValueBytes: number): number {
   return 2 * maxValueBytes + 32 * 1024;
 }
 
-/** Serialized size of one element of a reply array (its JSON plus a separating comma). */
+/**
+ * Serialized size of one element of a reply array (its JSON plus a separating comma). A record's
+ * JSON is built here as the reply will write it (see record-json.ts), so it is built once.
+ */
 export function wireSize(item: unknown): number {
-  return Buffer.byteLength(JSON.stringify(item)) + 1;
+  return Buffer.byteLength(elementJson(item)) + 1;
 }
 
 /**

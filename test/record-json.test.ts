@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { objectJson, recordJson, valueJson } from '../server/storage/record-json.js';
+import { elementJson, objectJson, recordJson, valueJson } from '../server/storage/record-json.js';
 import { openSqliteEngine } from '../server/storage/sqlite.js';
 import { encodeValue } from '../server/values.js';
 
@@ -27,6 +27,11 @@ describe('JSON spliced from stored text', () => {
           const getReply = { value: record.value, exists: true, record };
           expect(objectJson(getReply)).toBe(JSON.stringify(getReply));
           expect(valueJson([record, null])).toBe(JSON.stringify([record, null]));
+          // Elements of list and getMany replies, measured before the reply is written.
+          const item = { key, exists: true, value: record.value, record };
+          expect(elementJson(item)).toBe(JSON.stringify(item));
+          expect(elementJson(record)).toBe(JSON.stringify(record));
+          expect(elementJson(key)).toBe(JSON.stringify(key));
         }
       }),
       { numRuns: 300, seed: 7 },

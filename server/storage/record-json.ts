@@ -68,6 +68,12 @@ export function objectJson(data: object): string {
   return json === '' ? '{}' : `${json}}`;
 }
 
+/** JSON.stringify of one element of a reply's array: a stored record, an object with one in it (a getMany item), or anything else. */
+export function elementJson(item: unknown): string {
+  if (item instanceof StoredRecord) return item.toJsonText();
+  return typeof item === 'object' && item !== null && !Array.isArray(item) ? objectJson(item) : JSON.stringify(item);
+}
+
 /** JSON.stringify of one value, spliced from stored text when it is a stored record or an array of them. */
 export function valueJson(field: unknown): string {
   if (field instanceof StoredRecord) return field.toJsonText();
