@@ -173,9 +173,12 @@ describe('against a real server', () => {
     const c = client({ url: server.url });
     const ready = c.waitForReady();
     const queued = c.kvStore.ping();
+    // Attached before close() rejects them, so neither rejection is ever unhandled.
+    const readyRejects = expect(ready).rejects.toMatchObject({ code: 'NOT_CONNECTED' });
+    const queuedRejects = expect(queued).rejects.toMatchObject({ code: 'NOT_CONNECTED' });
     await c.close();
-    await expect(ready).rejects.toMatchObject({ code: 'NOT_CONNECTED' });
-    await expect(queued).rejects.toMatchObject({ code: 'NOT_CONNECTED' });
+    await readyRejects;
+    await queuedRejects;
     expect(pendingCount(c)).toBe(0);
   });
 });

@@ -313,10 +313,14 @@ describe('exactly-once writes through a proxy to a real server', () => {
 
     controller.abort(new Error('gave up'));
     await expect(aborted).rejects.toMatchObject({ code: 'ABORTED', type: 'kvStore.incr' });
-    await c.close();
+    // Both reject inside close(): their expectations are attached first, so neither rejection is
+    // ever unhandled, however long close() takes.
     // It went out once and may have run: the caller must not take it for unsent.
-    await expect(waiting).rejects.toMatchObject({ code: 'CONNECTION_CLOSED', type: 'kvStore.incr' });
-    await expect(neverSent).rejects.toMatchObject({ code: 'NOT_CONNECTED' });
+    const waitingRejects = expect(waiting).rejects.toMatchObject({ code: 'CONNECTION_CLOSED', type: 'kvStore.incr' });
+    const neverSentRejects = expect(neverSent).rejects.toMatchObject({ code: 'NOT_CONNECTED' });
+    await c.close();
+    await waitingRejects;
+    await neverSentRejects;
   });
 
   it('with reconnect: false, a write in flight rejects CONNECTION_CLOSED as before and is not sent again', async () => {
