@@ -27,7 +27,7 @@ export function isInMemoryPath(path: string): boolean {
   return path === ':memory:' || path === '';
 }
 
-/** An open database and, when its commits must be fsynced one by one, what does that. */
+/** An open database and, when kvhub fsyncs its write-ahead log after each commit, what does that. */
 export interface Connection {
   db: Database.Database;
   /** Present for a file with durability `full`: the engine syncs the log after each commit. */
@@ -54,16 +54,20 @@ export function openConnection(path: string, options: ConnectionOptions = {}): C
   let db: Database.Database | undefined;
   try {
     db = openDatabase(path);
+    let wal = false;
     if (!isInMemoryPath(path)) {
       // Checked before anything is written: switching a file to WAL rewrites its header.
       checkServable(db, path);
-      pragma(db, 'journal_mode = WAL');
+      // SQLite keeps the old journal mode, without an error, where WAL cannot work.
+      wal = pragma(db, 'journal_mode = WAL') === 'wal';
     }
-    pragma(db, 'synchronous = NORMAL');
+    // Only a write-ahead log can be synced by kvhub; any other journal is synced by SQLite.
+    const syncsItself = wal && options.durability !== 'normal';
+    pragma(db, options.durability === 'normal' || syncsItself ? 'synchronous = NORMAL' : 'synchronous = FULL');
     migrate(db, path);
     // After the migrations, so that a cap can never stop a schema upgrade.
     if (maxPages !== undefined) capPages(db, maxPages(pragma(db, 'page_size') as number));
-    return { db, walSync: options.durability === 'normal' || isInMemoryPath(path) ? undefined : walSync(path) };
+    return { db, walSync: syncsItself ? walSync(path) : undefined };
   } catch (error) {
     db?.close();
     throw toOpenError(error, path);
