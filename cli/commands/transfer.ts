@@ -39,9 +39,9 @@ async function exportKeys({ args, settings, io, out }: CommandContext): Promise<
   const file = settings.text('out');
   const counts = await withClient(settings, io, async (client) => {
     const instances = instanceId === undefined ? dataOf(await client.kvStore.listInstances()).instances : [dataOf(await client.kvStore.getInstance(instanceId)).instance];
-    const sink = file === undefined ? io.stdout : await openFile(file);
     // The count is taken before listing: keys written meanwhile can take the bar past its end.
     const total = prefix !== undefined ? undefined : await countKeys(client, instances, namespace);
+    const sink = file === undefined ? io.stdout : await openFile(file);
     const bar = progress(io, total, 'keys');
     let records = 0;
     try {
@@ -129,9 +129,10 @@ async function importKeys({ settings, io, out }: CommandContext): Promise<void> 
       written += entries.length;
       instances.add(instanceId);
     };
+    const input = file === undefined ? io.stdin : createReadStream(file);
     try {
       let lineNumber = 0;
-      for await (const text of lines(io, file)) {
+      for await (const text of createInterface({ input, crlfDelay: Infinity })) {
         lineNumber++;
         bar.advance(Buffer.byteLength(text) + 1);
         if (text.trim() === '') continue;
@@ -164,6 +165,8 @@ async function importKeys({ settings, io, out }: CommandContext): Promise<void> 
       await flush();
     } finally {
       bar.stop();
+      // A file read halfway (a bad line, a refused batch) is closed here, not left to the collector.
+      if (input !== io.stdin) (input as ReturnType<typeof createReadStream>).destroy();
     }
     return { records: written, instances: instances.size, expired };
   });
@@ -171,12 +174,6 @@ async function importKeys({ settings, io, out }: CommandContext): Promise<void> 
     const skipped = expired === 0 ? '' : `; skipped ${expired} that had expired`;
     return `Imported ${records} key${plural(records)} into ${instances} instance${plural(instances)} from ${source}${skipped}.`;
   });
-}
-
-/** The lines of `--file`, or of stdin. */
-function lines(io: CliIo, file: string | undefined): AsyncIterable<string> {
-  const input = file === undefined ? io.stdin : createReadStream(file);
-  return createInterface({ input, crlfDelay: Infinity });
 }
 
 /** Creates an exported instance, or gives an existing one the exported name and description. */

@@ -53,19 +53,27 @@ export function recordJson(record: KvRecord): string {
 /**
  * JSON.stringify of an object whose fields may be stored records, arrays of them (with nulls), or
  * the value of a stored record beside it (a get reply's `value`): those are spliced from the
- * stored text, the rest serialized as usual. Replies and watch events have this shape.
+ * stored text, the rest serialized as usual. Replies and watch events have this shape; a plain
+ * object among the fields is written the same way, one level down (query's `result`).
  */
-export function objectJson(data: object): string {
+export function objectJson(data: object, nested = true): string {
   const fields = Object.entries(data);
   const beside = fields.find(([, field]) => field instanceof StoredRecord)?.[1] as StoredRecord | undefined;
   let json = '';
   for (const [name, field] of fields) {
     // As JSON.stringify does, an undefined field is left out.
     if (field === undefined) continue;
-    const text = beside !== undefined && field === beside.value && typeof field === 'object' ? beside.valueJson : valueJson(field);
+    let text: string;
+    if (beside !== undefined && field === beside.value && typeof field === 'object') text = beside.valueJson;
+    else if (nested && isPlainObject(field)) text = objectJson(field, false);
+    else text = valueJson(field);
     json += `${json === '' ? '{' : ','}${JSON.stringify(name)}:${text}`;
   }
   return json === '' ? '{}' : `${json}}`;
+}
+
+function isPlainObject(value: unknown): value is object {
+  return typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype;
 }
 
 /** JSON.stringify of one element of a reply's array: a stored record, an object with one in it (a getMany item), or anything else. */

@@ -6,8 +6,9 @@
  * transaction or savepoint rolls back (the rows it held may be gone). Rows are immutable values;
  * callers get records built from them, never the cached objects' insides to change.
  *
- * Bounded by entries and by the bytes of their values; the oldest entry goes first. A row bigger
- * than a sixteenth of the byte budget is not kept: one huge value must not flush every other.
+ * Bounded by entries and by the bytes of their values; the least recently used entry goes first.
+ * A row bigger than a sixteenth of the byte budget is not kept: one huge value must not flush
+ * every other.
  */
 export class RowCache<Row> {
   private readonly rows = new Map<string, Row>();
@@ -20,8 +21,14 @@ export class RowCache<Row> {
     private readonly sizeOf: (row: Row) => number,
   ) {}
 
+  /** The row kept for `key`, which then counts as the most recently used. */
   get(key: string): Row | undefined {
-    return this.rows.get(key);
+    const row = this.rows.get(key);
+    if (row !== undefined) {
+      this.rows.delete(key);
+      this.rows.set(key, row);
+    }
+    return row;
   }
 
   set(key: string, row: Row): void {

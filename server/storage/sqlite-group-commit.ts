@@ -187,6 +187,8 @@ export class GroupCommit<Mark> {
   flush(): void {
     const group = this.group;
     if (group === undefined) return;
+    // A group opened while the failing sync ran: after a failed fsync no commit can be promised.
+    if (this.syncFailure !== undefined) return this.abandon(group, this.syncFailure);
     try {
       this.state.beforeCommit(group.start);
       this.commitStatement.run();

@@ -1,4 +1,5 @@
 import { closeSync, fdatasync, openSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { Sync } from './sqlite-group-commit.js';
 
 /** A {@link Sync} that can let go of its file. */
@@ -14,19 +15,16 @@ export interface WalSync {
  * (NORMAL still syncs around checkpoints; FULL adds exactly this per-commit sync of the log), but
  * the requests that arrive during the sync are served and grouped into the next commit.
  *
- * The log is opened on the first sync (SQLite creates it with the first transaction) and stays
- * the same file while the database is open: SQLite rewinds it after a checkpoint but does not
- * replace it.
+ * The log is opened here, once the connection is in WAL mode (SQLite has created it by then), by
+ * its absolute path and for writing (some systems refuse to sync a read-only handle), so that
+ * opening it cannot fail later, mid-service. It stays the same file while the database is open:
+ * SQLite rewinds it after a checkpoint but does not replace it.
  */
 export function walSync(databasePath: string): WalSync {
-  let fd: number | undefined;
+  let fd: number | undefined = openSync(`${resolve(databasePath)}-wal`, 'r+');
   return {
     sync(done) {
-      try {
-        fd ??= openSync(`${databasePath}-wal`, 'r');
-      } catch (error) {
-        return done(error as Error);
-      }
+      if (fd === undefined) return done(new Error('the write-ahead log is closed'));
       fdatasync(fd, done);
     },
     close() {
