@@ -3,7 +3,7 @@
 # node-linux-<arch> package that the `node@24` package installs, which also carries the headers), and
 # better-sqlite3 is rebuilt against those headers in a copy of the project, so that this
 # checkout's own build for its Node stays as it is. Takes a few minutes: the copy, the compile
-# (about two minutes here) and the suite.
+# (about two minutes here) and the suite (or the test files given as arguments).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
@@ -27,4 +27,4 @@ cd "$work/kvhub"
 export PATH="$node24/bin:$PATH"
 npm rebuild better-sqlite3 --nodedir="$node24" >/dev/null
 node -e "const Database = require('better-sqlite3'); new Database(':memory:').close(); console.log('test:node24: better-sqlite3 loads on', process.version)"
-npx vitest run
+npx vitest run "$@"

@@ -6,7 +6,8 @@ import Database from 'better-sqlite3';
  * (`Assertion failed: (env) != nullptr`, nodejs/node#65446); better-sqlite3 13 avoids it but
  * needs Node 22, and kvhub supports Node 20. So on those Node versions every database and
  * statement is kept reachable for the life of the process: a few hundred bytes each, and the
- * server prepares its statements once.
+ * server prepares its statements once. Statement iterators are ObjectWraps too, made per call:
+ * kvhub never calls `iterate()` (it reads pages with `all()`).
  */
 const COLLECTING_ABORTS = (() => {
   const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);

@@ -525,8 +525,8 @@ class SqliteEngine implements StorageEngine {
       }
       if (input.after !== undefined) terms.push(input.reverse === true ? sql`key < ${input.after}` : sql`key > ${input.after}`);
       const order = input.reverse === true ? sql`key DESC` : sql`key ASC`;
-      const query = sql`SELECT ${RECORD_SELECTION} FROM records WHERE ${join(terms, ' AND ')} ORDER BY ${order} LIMIT ${input.limit + 1}`;
-      const rows = this.rows(query);
+      const where = join(terms, ' AND ');
+      const rows = this.rows((limit, offset) => sql`SELECT ${RECORD_SELECTION} FROM records WHERE ${where} ORDER BY ${order} LIMIT ${limit} OFFSET ${offset}`, input.limit + 1);
       const page = takeWithin(rows, input.limit, input.maxBytes);
       return { records: page.rows.map(toRecord), more: page.more };
     });
@@ -537,12 +537,10 @@ class SqliteEngine implements StorageEngine {
       this.assertInstance(input.instanceId);
       const { where, orderBy } = buildQuery(input, this.now());
       const count = sql`SELECT count(*) AS total FROM records WHERE ${where}`;
-      const page = sql`SELECT ${RECORD_SELECTION} FROM records WHERE ${where} ORDER BY ${orderBy} LIMIT ${input.limit} OFFSET ${input.offset}`;
       const { total } = this.cached(count.text).get(...count.params) as { total: number };
-      const rows =
-        input.limit === 0
-          ? []
-          : takeWithin(this.rows(page), input.limit, input.maxBytes).rows;
+      const page = (limit: number, offset: number) =>
+        sql`SELECT ${RECORD_SELECTION} FROM records WHERE ${where} ORDER BY ${orderBy} LIMIT ${limit} OFFSET ${input.offset + offset}`;
+      const rows = takeWithin(this.rows(page, input.limit), input.limit, input.maxBytes).rows;
       return { records: rows.map(toRecord), total };
     });
   }
@@ -834,10 +832,23 @@ class SqliteEngine implements StorageEngine {
     }
   }
 
-  /** The record rows a query selects (it selects {@link RECORD_COLUMNS}), one by one. */
-  private *rows(query: Sql): IterableIterator<RecordRow> {
-    const statement = this.cached(query.text).raw() as Database.Statement<Bindable[], RecordColumns>;
-    for (const columns of statement.iterate(...query.params)) yield toRow(columns);
+  /**
+   * Up to `count` record rows of a page query (one selecting {@link RECORD_COLUMNS}), read in
+   * steps that grow from 16 rows, so that a page that stops early at its byte budget reads little
+   * past it. Each step is a plain `all()`: better-sqlite3's `iterate()` makes a native iterator,
+   * and on Node 24.19 and later the garbage collector aborts the process when it frees one (see
+   * sqlite-native.ts). The steps run back to back, so they read one state of the database.
+   */
+  private *rows(page: (limit: number, offset: number) => Sql, count: number): IterableIterator<RecordRow> {
+    let offset = 0;
+    for (let step = 16; offset < count; step *= 2) {
+      const limit = Math.min(step, count - offset);
+      const query = page(limit, offset);
+      const chunk = this.cached(query.text).raw().all(...query.params) as RecordColumns[];
+      for (const columns of chunk) yield toRow(columns);
+      if (chunk.length < limit) return;
+      offset += limit;
+    }
   }
 
   private cached(text: string): Database.Statement<Bindable[], unknown> {
