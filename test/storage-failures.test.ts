@@ -2,9 +2,9 @@ import { once } from 'node:events';
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createServer, DatabaseOpenError } from '../server/index.js';
+import { openDatabase } from '../server/storage/sqlite-native.js';
 import { startCli, type CliProcess } from './helpers/cli.js';
 import { connectRaw, rid, type RawClient } from './helpers/raw-client.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
@@ -386,7 +386,8 @@ const DAMAGES: [what: string, damage: Damage][] = [
   [
     "another program's SQLite database",
     (file) => {
-      const other = new Database(file);
+      // Through openDatabase: it keeps its native objects from a collector that would abort on Node 24.19+.
+      const other = openDatabase(file);
       other.exec("CREATE TABLE records (name TEXT, value TEXT); INSERT INTO records VALUES ('k', 'theirs')");
       other.close();
     },

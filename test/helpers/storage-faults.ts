@@ -1,6 +1,6 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, openSync, writeSync } from 'node:fs';
-import Database from 'better-sqlite3';
+import { openDatabase, pragma } from '../../server/storage/sqlite-native.js';
 import { CLI_PATH, PROJECT_ROOT, watchCli, type CliProcess } from './cli.js';
 
 /**
@@ -31,10 +31,11 @@ export function releaseImmutable(...paths: string[]): void {
 
 /** Page numbers (1-based) of the b-tree pages of `name` (a table or index) of that type. */
 export function pagesOf(file: string, name: string, pagetype: 'leaf' | 'internal' | 'overflow'): number[] {
-  // A read-only connection on a file no server holds: it writes nothing, not even a -wal.
-  const db = new Database(file, { readonly: true, fileMustExist: true });
+  // A read-only connection on a file no server holds: it writes nothing, not even a -wal. Opened
+  // through openDatabase, which keeps its native objects from a collector that would abort on Node 24.19+.
+  const db = openDatabase(file, { readonly: true, fileMustExist: true });
   try {
-    const pageSize = db.pragma('page_size', { simple: true }) as number;
+    const pageSize = pragma(db, 'page_size') as number;
     if (pageSize !== PAGE_SIZE) throw new Error(`expected ${PAGE_SIZE}-byte pages, found ${pageSize}`);
     return db.prepare('SELECT pageno FROM dbstat WHERE name = ? AND pagetype = ? ORDER BY pageno').pluck().all(name, pagetype) as number[];
   } finally {
