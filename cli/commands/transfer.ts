@@ -7,7 +7,6 @@ import { KvError, type Instance, type KvClient } from '../../sdk/index.js';
 import { dataOf, withConnection, type Act, type CommandContext } from '../command.js';
 import { withClient } from '../connect.js';
 import { CliError } from '../errors.js';
-import type { CliIo } from '../io.js';
 import { instanceLine, parseLine, recordLine, type RecordLine } from '../jsonl.js';
 import { listPages } from '../listing.js';
 import { progress } from '../progress.js';
