@@ -31,7 +31,8 @@
 import { createConnection, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import WebSocket, { type RawData } from 'ws';
-import { createClient, type KvClient } from '../sdk/index.js';
+import type { KvClient } from '../sdk/index.js';
+import { builtSdk } from './build.js';
 import { Ceiling } from './ceiling.js';
 import { parentLines } from './parent-lines.js';
 import { Latencies } from './stats.js';
@@ -371,6 +372,7 @@ function loopLoad<C>(clients: C[], depth: number, op: (client: C) => Promise<unk
 }
 
 async function sdkLoad(url: string, workload: Workload, connections: number, depth: number): Promise<Load> {
+  const { createClient } = await builtSdk();
   const clients = await openAll(
     connections,
     async () => {

@@ -9,6 +9,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { BUILT_CLI } from './build.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -135,7 +136,9 @@ export interface KvhubServer {
 }
 
 export async function startKvhub(dir: string, durability: 'full' | 'normal', maxConnections: number): Promise<KvhubServer> {
-  const [command, args] = node('server/cli.ts', [
+  // The compiled CLI (bench/build.ts), run by plain Node.
+  const [command, args] = [process.execPath, [
+    BUILT_CLI,
     '--port',
     '0',
     '--db',
@@ -144,7 +147,7 @@ export async function startKvhub(dir: string, durability: 'full' | 'normal', max
     durability,
     '--max-connections',
     String(maxConnections),
-  ]);
+  ]];
   const { child, match } = await startChild(`kvhub --durability ${durability}`, command, args, /kvhub is ready on (wss?:\/\/\S+) \(/);
   return { child, url: match[1]! };
 }

@@ -39,6 +39,7 @@ import {
   type Child,
   type Driver,
 } from './processes.js';
+import { compileKvhub } from './build.js';
 import { preloadKvhub, preloadRedis, sampleReplies } from './setup.js';
 import { median } from './stats.js';
 import { CEILING_RECORDS_PER_TXN } from './ceiling.js';
@@ -456,6 +457,7 @@ async function main(): Promise<void> {
   );
   console.log(`  value: ${Buffer.byteLength(VALUE_JSON)}-byte JSON; data in ${dir}`);
 
+  compileKvhub();
   const servers: Servers = {};
   let sampleBytes: Record<string, number> = {};
   const idle: IdleFigures[] = [];
