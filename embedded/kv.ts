@@ -1,11 +1,10 @@
 // First: the class below names Symbol.dispose and Symbol.asyncDispose, which this defines where missing.
 import './dispose.js';
-import { DEFAULT_LIMITS, type ParamsInput, type Reply, type RequestType } from '../protocol/index.js';
+import { DEFAULT_LIMITS, ENVELOPE_RESERVE_BYTES, largestSingleReply, type ParamsInput, type Reply, type RequestType } from '../protocol/index.js';
 import type { ConnectionLimits, Limits } from '../server/handlers.js';
 import { DEFAULT_CHANGE_RETENTION, startHousekeeping } from '../server/housekeeping.js';
 import { describeError, silentLogger, type Logger } from '../server/logger.js';
 import { Metrics } from '../server/metrics.js';
-import { ENVELOPE_RESERVE_BYTES, largestSingleReply } from '../server/reply-budget.js';
 import type { ChangeRetention, StorageEngine } from '../server/storage/engine.js';
 import { openSqliteEngine } from '../server/storage/sqlite.js';
 import { SERVER_VERSION } from '../server/version.js';

@@ -6,3 +6,4 @@ export * from './errors.js';
 export * from './limits.js';
 export * from './messages.js';
 export * from './envelopes.js';
+export * from './batch.js';

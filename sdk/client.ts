@@ -65,6 +65,15 @@ export interface ClientOptions {
    */
   pingTimeoutMs?: number;
   /**
+   * Puts the single-key requests (get, set, delete, incr, expire, ttl) made in the same tick into
+   * one batch frame, as many as the server's limits guarantee room for in one reply frame. The
+   * server runs a batch's elements in order and their writes share one commit; the replies come
+   * back together, so a request waits for the slowest of its batch. Requests go out in the order
+   * they were made either way. `false` sends every request in its own frame.
+   * @default true
+   */
+  batchRequests?: boolean;
+  /**
    * Receives diagnostics (socket errors, ignored frames, reconnects).
    * @default undefined (silent)
    */
@@ -111,6 +120,7 @@ export class KvClient {
       logger: options.logger,
       idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
       pingTimeoutMs: options.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS,
+      batchRequests: options.batchRequests ?? true,
     });
     this.send = (type, params, requestOptions) => this.connection.request(type, params, requestOptions);
     const connection = this.connection;

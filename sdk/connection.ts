@@ -1,4 +1,5 @@
 import type { FailureReply, Reply, ReplyData, RequestType } from '../protocol/index.js';
+import { batchCapacity, SINGLE_RECORD_REQUESTS } from '../protocol/batch.js';
 import { PROTOCOL_VERSION, utf8Length } from '../protocol/limits.js';
 import { backoffDelay, type ResolvedReconnectOptions } from './backoff.js';
 import { KvError } from './errors.js';
@@ -61,6 +62,8 @@ export interface ConnectionSettings {
   idleTimeoutMs?: number | false;
   /** Time the probe may take to be answered before the socket is dropped and replaced. @default 10000 */
   pingTimeoutMs?: number;
+  /** Sends the single-key requests of one tick as a batch frame (see ClientOptions). @default false */
+  batchRequests?: boolean;
 }
 
 /** Defaults of the idle probe (see {@link ConnectionSettings}). */
@@ -153,6 +156,12 @@ export class Connection {
   /** Why the connection is closed for good: what requests made from now on reject with. */
   private closedError: KvError | undefined;
   private closing: Promise<void> | undefined;
+  /** Frames made ready this tick, in the order the requests were made; sent by {@link flush}. */
+  private outbox: { frame: string; batchable: boolean }[] = [];
+  /** The socket the outbox is for: frames left for a socket that has since dropped are not sent. */
+  private outboxSocket: WebSocketLike | undefined;
+  /** Most single-key requests per batch frame on this connection (from the server's hello); below 2, no batching. */
+  private batchSize = 0;
 
   constructor(private readonly settings: ConnectionSettings) {
     this.connect();
@@ -324,6 +333,7 @@ export class Connection {
     this.current = 'ready';
     this.attempt = 0;
     this.info = info;
+    this.batchSize = this.settings.batchRequests === true ? batchSizeFor(info) : 0;
     if (this.ready.settled) this.ready = deferred();
     this.ready.resolve(info);
     this.settings.logger?.debug?.('ready', { serverVersion: info.serverVersion });
@@ -526,10 +536,53 @@ export class Connection {
       );
       return;
     }
+    entry.sent = true;
+    entry.everSent = true;
+    if (this.batchSize < 2 || this.current !== 'ready') return this.sendFrame(socket, entry.frame);
+    // Ready and batching: every frame waits for the end of the tick, so that order is kept.
+    if (this.outboxSocket !== socket) this.outbox = [];
+    this.outboxSocket = socket;
+    this.outbox.push({ frame: entry.frame, batchable: SINGLE_RECORD_REQUESTS.has(entry.type as RequestType) });
+    if (this.outbox.length === 1) endOfTick(() => this.flush());
+  }
+
+  /**
+   * Sends the frames of the outbox in order: each run of single-key requests as batch frames of at
+   * most `batchSize` elements (and maxPayloadBytes), anything else on its own. A socket that
+   * dropped meanwhile gets nothing: its requests were already failed or queued again by `lost`.
+   */
+  private flush(): void {
+    const frames = this.outbox;
+    const socket = this.outboxSocket;
+    this.outbox = [];
+    this.outboxSocket = undefined;
+    if (socket === undefined || socket !== this.socket || socket.readyState !== OPEN) return;
+    const maxPayloadBytes = (this.info as { limits?: { maxPayloadBytes?: number } } | undefined)?.limits?.maxPayloadBytes ?? Infinity;
+    let run: string[] = [];
+    // An upper bound of the batch frame's UTF-8 size: 3 bytes per UTF-16 code unit, brackets, commas.
+    let runBytes = 2;
+    const sendRun = () => {
+      if (run.length > 0) this.sendFrame(socket, run.length === 1 ? run[0]! : `[${run.join(',')}]`);
+      run = [];
+      runBytes = 2;
+    };
+    for (const { frame, batchable } of frames) {
+      if (!batchable) {
+        sendRun();
+        this.sendFrame(socket, frame);
+        continue;
+      }
+      const bytes = frame.length * 3 + 1;
+      if (run.length === this.batchSize || (run.length > 0 && runBytes + bytes > maxPayloadBytes)) sendRun();
+      run.push(frame);
+      runBytes += bytes;
+    }
+    sendRun();
+  }
+
+  private sendFrame(socket: WebSocketLike, frame: string): void {
     try {
-      socket.send(entry.frame);
-      entry.sent = true;
-      entry.everSent = true;
+      socket.send(frame);
     } catch (error) {
       this.settings.logger?.warn?.('send failed', error);
     }
@@ -575,7 +628,7 @@ export class Connection {
       this.settings.logger?.warn?.('ignored a frame that is not JSON', error);
       return;
     }
-    // The SDK sends no batches, but a batch reply is just its replies in one frame.
+    // A batch reply is the replies of the batch's requests, in one frame.
     if (Array.isArray(message)) for (const item of message) this.onMessage(item);
     else this.onMessage(message);
   }
@@ -612,6 +665,24 @@ export class Connection {
     // `requestId: null`: the server could not read some frame; it cannot be tied to a request.
     this.settings.logger?.warn?.('the server reported an uncorrelated error', m);
   }
+}
+
+/**
+ * Runs `task` once the current tick's work is done: after the promise callbacks it set off too
+ * (process.nextTick runs after the microtask queue drains), so that the requests that awaited
+ * callbacks make in reply to one frame share the next. Browsers, without it, get a microtask.
+ */
+const endOfTick: (task: () => void) => void =
+  typeof globalThis.process?.nextTick === 'function' ? (task) => globalThis.process.nextTick(task) : (task) => queueMicrotask(task);
+
+/** How many single-key requests one batch frame may carry to this server; 0 when it does not take batches. */
+function batchSizeFor(info: ServerInfo): number {
+  // Read defensively: the hello reply is not validated.
+  const { capabilities, limits } = info as { capabilities?: unknown; limits?: { maxValueBytes?: unknown; maxPayloadBytes?: unknown; maxBatch?: unknown } };
+  if (!Array.isArray(capabilities) || !capabilities.includes('batch') || limits === undefined) return 0;
+  const { maxValueBytes, maxPayloadBytes, maxBatch } = limits;
+  if (typeof maxValueBytes !== 'number' || typeof maxPayloadBytes !== 'number' || typeof maxBatch !== 'number') return 0;
+  return batchCapacity({ maxValueBytes, maxPayloadBytes, maxBatch });
 }
 
 /** The error of a request that went out and whose reply will not come: the server may or may not have run it. */

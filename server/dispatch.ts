@@ -9,6 +9,9 @@ import {
   MAX_REQUEST_ID_LENGTH,
   ProtocolError,
   batchParams,
+  ENVELOPE_RESERVE_BYTES,
+  largestSingleReply,
+  SINGLE_RECORD_REQUESTS,
   type Params,
   type RequestType,
 } from '../protocol/index.js';
@@ -16,7 +19,6 @@ import { authorize, type Principal } from './auth/index.js';
 import { handlers, type HandlerContext } from './handlers.js';
 import { describeError, type Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
-import { ENVELOPE_RESERVE_BYTES, largestSingleReply } from './reply-budget.js';
 import type { WriteOptions } from './storage/engine.js';
 import { objectJson } from './storage/record-json.js';
 import { isoTime } from './iso-time.js';
@@ -78,27 +80,47 @@ export function binaryFrameReply(): string {
  * Runs a batch in order, each element on its own. The replies share one frame, so each element
  * may use only what the earlier ones left of maxPayloadBytes; an element that could not fit the
  * largest single-record reply is answered LIMIT_EXCEEDED without being run.
+ *
+ * A single-record request (SINGLE_RECORD_REQUESTS) does not wait for the elements before it to
+ * finish when the engine applies calls in call order: it is started as soon as its turn comes,
+ * counting each unfinished element before it at the largest single-record reply, so that the
+ * writes of a batch share one group commit (one fsync) instead of each waiting for its own. Any
+ * other element waits for every earlier one, then gets the exact room left as its budget.
  */
 async function answerBatch(requests: unknown[], ctx: FrameContext, logger: Logger): Promise<string> {
   const elementReserve = largestSingleReply(ctx.limits.maxValueBytes) + ENVELOPE_RESERVE_BYTES;
+  /** Room left after the finished elements, exactly. */
   let remaining = ctx.limits.maxPayloadBytes - ENVELOPE_RESERVE_BYTES;
+  /** Elements started and not yet counted into `remaining`, in batch order. */
+  let running: Promise<string>[] = [];
   const parts: string[] = [];
+  const finishRunning = async () => {
+    for (const part of await Promise.all(running)) {
+      remaining -= Buffer.byteLength(part) + 1;
+      parts.push(part);
+    }
+    running = [];
+  };
   for (const request of requests) {
-    const part =
-      remaining >= elementReserve
-        ? await answerRequest(request, ctx, remaining - ENVELOPE_RESERVE_BYTES, logger)
-        : JSON.stringify(
-            failure(
-              headOf(request),
-              new ProtocolError(ErrorCode.LIMIT_EXCEEDED, 'not run: the batch reply would exceed the frame size limit', {
-                maxPayloadBytes: ctx.limits.maxPayloadBytes,
-              }),
-            ),
-          );
-    remaining -= Buffer.byteLength(part) + 1;
-    parts.push(part);
+    const startsAtOnce = ctx.engine.appliesInCallOrder === true && SINGLE_RECORD_REQUESTS.has(headOf(request).type as RequestType);
+    if (!startsAtOnce || remaining - running.length * elementReserve < elementReserve) await finishRunning();
+    if (remaining < elementReserve) {
+      running.push(Promise.resolve(notRun(request, ctx.limits.maxPayloadBytes)));
+    } else if (startsAtOnce) {
+      running.push(answerRequest(request, ctx, elementReserve - ENVELOPE_RESERVE_BYTES, logger));
+    } else {
+      running.push(answerRequest(request, ctx, remaining - ENVELOPE_RESERVE_BYTES, logger));
+      await finishRunning();
+    }
   }
+  await finishRunning();
   return `[${parts.join(',')}]`;
+}
+
+/** The reply to a batch element left out because the batch's reply frame has no room for it. */
+function notRun(request: unknown, maxPayloadBytes: number): string {
+  const error = new ProtocolError(ErrorCode.LIMIT_EXCEEDED, 'not run: the batch reply would exceed the frame size limit', { maxPayloadBytes });
+  return JSON.stringify(failure(headOf(request), error));
 }
 
 /** Exactly one serialized reply for one request, whatever it holds. */

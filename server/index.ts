@@ -3,7 +3,7 @@ import { createServer as createHttpServer, STATUS_CODES, type IncomingMessage, t
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
-import { DEFAULT_LIMITS } from '../protocol/index.js';
+import { DEFAULT_LIMITS, ENVELOPE_RESERVE_BYTES, largestSingleReply } from '../protocol/index.js';
 import {
   authenticate,
   checkUpgrade,
@@ -18,7 +18,6 @@ import { serveConnection, type ConnectionDeps } from './connection.js';
 import type { ConnectionLimits, Limits } from './handlers.js';
 import { describeError, silentLogger, type Logger } from './logger.js';
 import { isLoopbackHost } from './loopback.js';
-import { ENVELOPE_RESERVE_BYTES, largestSingleReply } from './reply-budget.js';
 import type { ChangeRetention, StorageEngine } from './storage/engine.js';
 import { openSqliteEngine } from './storage/sqlite.js';
 import { Metrics } from './metrics.js';

@@ -2,17 +2,6 @@ import { Buffer } from 'node:buffer';
 import { ErrorCode, ProtocolError } from '../protocol/index.js';
 import { elementJson } from './storage/record-json.js';
 
-/** Bytes kept free in every reply frame for the envelope around `data`. */
-export const ENVELOPE_RESERVE_BYTES = 4096;
-
-/**
- * The largest reply a single-record request can produce: a get carries its value twice (`value`
- * and `record.value`), plus key, namespace and instanceId at their worst JSON escaping, twice.
- */
-export function largestSingleReply(maxValueBytes: number): number {
-  return 2 * maxValueBytes + 32 * 1024;
-}
-
 /**
  * Serialized size of one element of a reply array (its JSON plus a separating comma). A record's
  * JSON is built here as the reply will write it (see record-json.ts), so it is built once.

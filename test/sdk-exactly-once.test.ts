@@ -47,7 +47,7 @@ interface Seen {
 
 /**
  * A WebSocket proxy on port 0 in front of a real kvhub server. Each client connection gets its
- * own upstream connection. Every request frame is recorded; the test decides, through the
+ * own upstream connection. Every request is recorded (each element of a batch frame on its own); the test decides, through the
  * mutable hooks, which requests reach the server and which replies reach the client.
  */
 interface Proxy {
@@ -94,10 +94,16 @@ async function startProxy(upstream: string): Promise<Proxy> {
       for (const text of early.splice(0)) server.send(text);
     });
     downstream.on('message', (data) => {
-      const text = data.toString();
-      const frame = JSON.parse(text) as RequestFrame;
-      proxy.seen.push({ connection, frame });
-      if (!proxy.toServer(frame, connection)) return;
+      // A batch frame (the SDK batches the single-key requests of one tick) is recorded and
+      // filtered element by element; the elements let through go on as one frame.
+      const parsed = JSON.parse(data.toString()) as RequestFrame | RequestFrame[];
+      const passed: RequestFrame[] = [];
+      for (const frame of Array.isArray(parsed) ? parsed : [parsed]) {
+        proxy.seen.push({ connection, frame });
+        if (proxy.toServer(frame, connection)) passed.push(frame);
+      }
+      if (passed.length === 0) return;
+      const text = JSON.stringify(Array.isArray(parsed) ? passed : passed[0]);
       if (server.readyState === WebSocket.OPEN) server.send(text);
       else early.push(text);
     });

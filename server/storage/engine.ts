@@ -27,6 +27,14 @@ import type { Instance, KvRecord, QueryOperator, RecordField, WatchEvent } from 
  *   whose fingerprint differs throws VALIDATION_ERROR.
  */
 export interface StorageEngine {
+  /**
+   * True when calls take effect in the order they are made even when a call starts before the
+   * previous one settled (the SQLite engine does each call's work before returning its promise).
+   * Dispatch then starts the single-key elements of a batch together, so that its writes share a
+   * commit; an engine without it (say, a networked one that could reorder calls in flight) gets
+   * them one at a time.
+   */
+  readonly appliesInCallOrder?: boolean;
   createInstance(input: { id?: string; name: string; description?: string }, options?: WriteOptions): Promise<Instance>;
   getInstance(instanceId: string): Promise<Instance>;
   listInstances(): Promise<Instance[]>;

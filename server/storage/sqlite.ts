@@ -270,6 +270,8 @@ interface Mark {
  * back, so no other call can interleave with either (see {@link GroupCommit}).
  */
 class SqliteEngine implements StorageEngine {
+  /** Every call does its SQLite work before it returns its promise (one connection, run synchronously). */
+  readonly appliesInCallOrder = true;
   private readonly stmts: Statements;
   private readonly cache = new Map<string, Database.Statement<Bindable[], unknown>>();
   private readonly group: GroupCommit<Mark>;
