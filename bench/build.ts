@@ -13,12 +13,9 @@ const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** The compiled CLI: `node dist/server/cli.js --port …` serves, as `kvhub serve` does. */
 export const BUILT_CLI = join(REPO_ROOT, 'dist', 'server', 'cli.js');
 
-/** Compiles the server and SDK into dist/ (tsc, as `npm run build` starts). */
+/** Builds dist/ with `npm run build`, all of it, so that no part of dist/ is older than another. */
 export function compileKvhub(): void {
-  execFileSync(process.execPath, [join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], {
-    cwd: REPO_ROOT,
-    stdio: 'inherit',
-  });
+  execFileSync('npm', ['run', '--silent', 'build'], { cwd: REPO_ROOT, stdio: 'inherit' });
 }
 
 /** The compiled SDK, typed as its source. */

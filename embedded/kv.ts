@@ -219,7 +219,7 @@ function checkOptions(options: OpenKVOptions): Limits {
     if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`limits.${name} must be a whole number of at least 1, not ${value}`);
   }
   if (largestSingleReply(limits.maxValueBytes) + ENVELOPE_RESERVE_BYTES > limits.maxPayloadBytes) {
-    throw new RangeError('limits.maxPayloadBytes must be at least twice maxValueBytes plus 36 KiB, so that any value fits in a reply');
+    throw new RangeError(`limits.maxPayloadBytes must be at least ${largestSingleReply(limits.maxValueBytes) + ENVELOPE_RESERVE_BYTES} for a maxValueBytes of ${limits.maxValueBytes}, so that a get of any value fits in a reply (it carries the value twice, a binary one as base64)`);
   }
   // Intervals go to setInterval, which fires at once (and keeps firing) above 2^31-1 ms.
   const bounds = { sweepIntervalMs: MAX_TIMER_MS, pruneIntervalMs: MAX_TIMER_MS, keptReplyWindowMs: Number.MAX_SAFE_INTEGER };

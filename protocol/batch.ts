@@ -5,10 +5,12 @@ export const ENVELOPE_RESERVE_BYTES = 4096;
 
 /**
  * The largest reply a single-record request can produce: a get carries its value twice (`value`
- * and `record.value`), plus key, namespace and instanceId at their worst JSON escaping, twice.
+ * and `record.value`), plus key, namespace and instanceId at their worst JSON escaping, twice. A
+ * value takes at most its base64 form on the wire (a binary value of maxValueBytes: 4 characters
+ * per 3 bytes, and quotes); JSON text goes as it is stored, never longer than maxValueBytes.
  */
 export function largestSingleReply(maxValueBytes: number): number {
-  return 2 * maxValueBytes + 32 * 1024;
+  return 2 * (Math.ceil(maxValueBytes / 3) * 4 + 2) + 32 * 1024;
 }
 
 /**

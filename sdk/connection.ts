@@ -62,7 +62,7 @@ export interface ConnectionSettings {
   idleTimeoutMs?: number | false;
   /** Time the probe may take to be answered before the socket is dropped and replaced. @default 10000 */
   pingTimeoutMs?: number;
-  /** Sends the single-key requests of one tick as a batch frame (see ClientOptions). @default false */
+  /** Sends the single-key requests of one tick as a batch frame (see ClientOptions). Off unless set. */
   batchRequests?: boolean;
 }
 
@@ -157,7 +157,7 @@ export class Connection {
   private closedError: KvError | undefined;
   private closing: Promise<void> | undefined;
   /** Frames made ready this tick, in the order the requests were made; sent by {@link flush}. */
-  private outbox: { frame: string; batchable: boolean }[] = [];
+  private outbox: { requestId: string; frame: string; batchable: boolean }[] = [];
   /** The socket the outbox is for: frames left for a socket that has since dropped are not sent. */
   private outboxSocket: WebSocketLike | undefined;
   /** Most single-key requests per batch frame on this connection (from the server's hello); below 2, no batching. */
@@ -229,6 +229,8 @@ export class Connection {
    */
   close(): Promise<void> {
     if (this.closing !== undefined) return this.closing;
+    // Requests made in this tick go out first, as they would have without batching.
+    this.flush();
     this.shutdown(new KvError('NOT_CONNECTED', 'the client is closed'));
     const socket = this.socket;
     this.socket = undefined;
@@ -333,7 +335,7 @@ export class Connection {
     this.current = 'ready';
     this.attempt = 0;
     this.info = info;
-    this.batchSize = this.settings.batchRequests === true ? batchSizeFor(info) : 0;
+    this.batchSize = this.settings.batchRequests === true ? batchSizeFor(info, this.settings.maxPayloadBytes) : 0;
     if (this.ready.settled) this.ready = deferred();
     this.ready.resolve(info);
     this.settings.logger?.debug?.('ready', { serverVersion: info.serverVersion });
@@ -542,7 +544,7 @@ export class Connection {
     // Ready and batching: every frame waits for the end of the tick, so that order is kept.
     if (this.outboxSocket !== socket) this.outbox = [];
     this.outboxSocket = socket;
-    this.outbox.push({ frame: entry.frame, batchable: SINGLE_RECORD_REQUESTS.has(entry.type as RequestType) });
+    this.outbox.push({ requestId, frame: entry.frame, batchable: SINGLE_RECORD_REQUESTS.has(entry.type as RequestType) });
     if (this.outbox.length === 1) endOfTick(() => this.flush());
   }
 
@@ -550,6 +552,7 @@ export class Connection {
    * Sends the frames of the outbox in order: each run of single-key requests as batch frames of at
    * most `batchSize` elements (and maxPayloadBytes), anything else on its own. A socket that
    * dropped meanwhile gets nothing: its requests were already failed or queued again by `lost`.
+   * A request that timed out or was aborted since it was queued is left out.
    */
   private flush(): void {
     const frames = this.outbox;
@@ -566,7 +569,8 @@ export class Connection {
       run = [];
       runBytes = 2;
     };
-    for (const { frame, batchable } of frames) {
+    for (const { requestId, frame, batchable } of frames) {
+      if (!this.pending.has(requestId)) continue;
       if (!batchable) {
         sendRun();
         this.sendFrame(socket, frame);
@@ -675,14 +679,15 @@ export class Connection {
 const endOfTick: (task: () => void) => void =
   typeof globalThis.process?.nextTick === 'function' ? (task) => globalThis.process.nextTick(task) : (task) => queueMicrotask(task);
 
-/** How many single-key requests one batch frame may carry to this server; 0 when it does not take batches. */
-function batchSizeFor(info: ServerInfo): number {
+/** How many single-key requests one batch frame may carry to this server and back; 0 when it does not take batches. */
+function batchSizeFor(info: ServerInfo, clientMaxPayloadBytes: number): number {
   // Read defensively: the hello reply is not validated.
   const { capabilities, limits } = info as { capabilities?: unknown; limits?: { maxValueBytes?: unknown; maxPayloadBytes?: unknown; maxBatch?: unknown } };
   if (!Array.isArray(capabilities) || !capabilities.includes('batch') || limits === undefined) return 0;
   const { maxValueBytes, maxPayloadBytes, maxBatch } = limits;
   if (typeof maxValueBytes !== 'number' || typeof maxPayloadBytes !== 'number' || typeof maxBatch !== 'number') return 0;
-  return batchCapacity({ maxValueBytes, maxPayloadBytes, maxBatch });
+  // The batch's reply must fit in the frames both sides accept.
+  return batchCapacity({ maxValueBytes, maxPayloadBytes: Math.min(maxPayloadBytes, clientMaxPayloadBytes), maxBatch });
 }
 
 /** The error of a request that went out and whose reply will not come: the server may or may not have run it. */

@@ -44,8 +44,8 @@ export function withIdempotencyKey(type: string, params: unknown): unknown {
   return { ...params, idempotencyKey: nextKey() };
 }
 
-/** A random prefix for this process's keys, and the count of keys made with it. */
-const keyPrefix = nanoid();
+/** A random prefix for this process's keys (made on first use: some runtimes refuse random numbers while a module loads), and the count of keys made with it. */
+let keyPrefix: string | undefined;
 let keysMade = 0;
 
 /**
@@ -54,6 +54,7 @@ let keysMade = 0;
  * the last ones in, instead of dirtying a random page per write as fully random keys would.
  */
 function nextKey(): string {
+  keyPrefix ??= nanoid();
   return `${keyPrefix}.${(keysMade++).toString(36).padStart(10, '0')}`;
 }
 

@@ -102,7 +102,7 @@ async function answerBatch(requests: unknown[], ctx: FrameContext, logger: Logge
     running = [];
   };
   for (const request of requests) {
-    const startsAtOnce = ctx.engine.appliesInCallOrder === true && SINGLE_RECORD_REQUESTS.has(headOf(request).type as RequestType);
+    const startsAtOnce = ctx.engine.appliesInCallOrder && SINGLE_RECORD_REQUESTS.has(headOf(request).type as RequestType);
     if (!startsAtOnce || remaining - running.length * elementReserve < elementReserve) await finishRunning();
     if (remaining < elementReserve) {
       running.push(Promise.resolve(notRun(request, ctx.limits.maxPayloadBytes)));

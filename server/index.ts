@@ -157,7 +157,7 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
   };
   const limits: Limits = { ...DEFAULT_LIMITS, ...options.limits };
   if (largestSingleReply(limits.maxValueBytes) + ENVELOPE_RESERVE_BYTES > limits.maxPayloadBytes) {
-    throw new RangeError('maxPayloadBytes must be at least twice maxValueBytes plus 36 KiB, so that any value fits in a reply');
+    throw new RangeError(`maxPayloadBytes must be at least ${largestSingleReply(limits.maxValueBytes) + ENVELOPE_RESERVE_BYTES} for a maxValueBytes of ${limits.maxValueBytes}, so that a get of any value fits in a reply (it carries the value twice, a binary one as base64)`);
   }
   const connectionLimits: ConnectionLimits = {
     maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,

@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
-import { batchCapacity, DEFAULT_LIMITS } from '../protocol/index.js';
+import { batchCapacity, DEFAULT_LIMITS, ENVELOPE_RESERVE_BYTES, largestSingleReply } from '../protocol/index.js';
 import { createClient, type ClientOptions, type KvClient } from '../sdk/index.js';
 import { connectRaw, rid, type RawClient } from './helpers/raw-client.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
@@ -50,9 +50,9 @@ describe('a batch on the server', () => {
     const c = await raw(server.url);
     await c.request(request('kvStore.createInstance', { id: 'one-commit', name: 'one-commit' }));
     const before = await commits(server);
-    // Under the default limits, 7 of the largest single-key replies fit in one frame.
+    // Under the default limits, 5 of the largest single-key replies fit in one frame.
     const capacity = batchCapacity(DEFAULT_LIMITS);
-    expect(capacity).toBe(7);
+    expect(capacity).toBe(5);
     const sets = Array.from({ length: capacity }, (_, i) => request('kvStore.set', { instanceId: 'one-commit', namespace: 'n', key: `k${i}`, value: i }));
     const replies = await c.request<{ success: boolean; requestId: string; data: { record: { value: unknown } } }[]>(sets);
     expect(replies.map((r) => r.requestId)).toEqual(sets.map((s) => s.requestId));
@@ -92,7 +92,7 @@ describe('a batch on the server', () => {
 
 describe('a batch under tight limits', () => {
   // Room in one reply frame for exactly two of the largest single-key replies.
-  const limits = { maxValueBytes: 1024, maxPayloadBytes: 2 * (2 * 1024 + 32 * 1024 + 4096) + 4096, maxBatch: 100 };
+  const limits = { maxValueBytes: 1024, maxPayloadBytes: 2 * (largestSingleReply(1024) + ENVELOPE_RESERVE_BYTES) + ENVELOPE_RESERVE_BYTES, maxBatch: 100 };
   let server: TestServer;
   beforeAll(async () => {
     server = await startTestServer({ durability: 'normal', limits });
@@ -107,6 +107,36 @@ describe('a batch under tight limits', () => {
     const sets = Array.from({ length: 12 }, (_, i) => request('kvStore.set', { instanceId: 'tight', namespace: 'n', key: `k${i}`, value: i, autoCreateInstance: true }));
     const replies = await c.request<{ success: boolean }[]>(sets);
     expect(replies.map((r) => r.success)).toEqual(sets.map(() => true));
+  });
+});
+
+describe('a batch of binary gets', () => {
+  // Binary values travel as base64: a get of one of 300,000 bytes is a reply of about 800,000.
+  const limits = { maxValueBytes: 300_000, maxPayloadBytes: 2_000_000, maxBatch: 100 };
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startTestServer({ durability: 'normal', limits });
+  });
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('never builds a reply frame above maxPayloadBytes: the element with no room left is not run', async () => {
+    const c = await raw(server.url);
+    const value = Buffer.alloc(limits.maxValueBytes, 7).toString('base64');
+    for (const key of ['a', 'b', 'c']) {
+      const reply = await c.request(request('kvStore.set', { instanceId: 'bin', namespace: 'n', key, value, contentType: 'application/octet-stream', autoCreateInstance: true }));
+      expect(reply.success).toBe(true);
+    }
+    const frame = new Promise<Buffer>((resolve) => c.socket.once('message', (data: Buffer) => resolve(data)));
+    c.send(['a', 'b', 'c'].map((key) => request('kvStore.get', { instanceId: 'bin', namespace: 'n', key })));
+    const bytes = await frame;
+    await c.next(); // the same frame, parsed by the helper
+    expect(bytes.byteLength).toBeLessThanOrEqual(limits.maxPayloadBytes);
+    const replies = JSON.parse(bytes.toString()) as { success: boolean; code?: string; data: { value: string } }[];
+    expect(replies.map((r) => r.success)).toEqual([true, true, false]);
+    expect(replies[0]!.data.value).toBe(value);
+    expect(replies[2]!.code).toBe('LIMIT_EXCEEDED');
   });
 });
 
@@ -156,13 +186,39 @@ describe('the SDK batches the single-key requests of one tick', () => {
   });
 
   it('puts at most as many in one frame as the server has room to answer', async () => {
-    const limits = { maxValueBytes: 1024, maxPayloadBytes: 3 * (2 * 1024 + 32 * 1024 + 4096) + 4096, maxBatch: 1000 };
+    const limits = { maxValueBytes: 1024, maxPayloadBytes: 3 * (largestSingleReply(1024) + ENVELOPE_RESERVE_BYTES) + ENVELOPE_RESERVE_BYTES, maxBatch: 1000 };
     expect(batchCapacity(limits)).toBe(3);
     const server = await recordingServer({ capabilities: ['batch'], limits });
     const c = client({ url: server.url });
     await c.waitForReady();
     await Promise.all(Array.from({ length: 7 }, (_, i) => c.request('kvStore.get', { instanceId: 'i', namespace: 'n', key: `k${i}` })));
     expect(server.frames.map((f) => (Array.isArray(f) ? f.length : 1))).toEqual([3, 3, 1]);
+  });
+
+  it('also keeps a batch reply within the maxPayloadBytes the client accepts', async () => {
+    const server = await recordingServer({ capabilities: ['batch'], limits: roomy });
+    const maxPayloadBytes = 2 * (largestSingleReply(roomy.maxValueBytes) + ENVELOPE_RESERVE_BYTES) + ENVELOPE_RESERVE_BYTES;
+    const c = client({ url: server.url, maxPayloadBytes });
+    await c.waitForReady();
+    await Promise.all(Array.from({ length: 5 }, (_, i) => c.request('kvStore.get', { instanceId: 'i', namespace: 'n', key: `k${i}` })));
+    expect(server.frames.map((f) => (Array.isArray(f) ? f.length : 1))).toEqual([2, 2, 1]);
+  });
+
+  it('sends what was asked in the tick close() is called in, and leaves out a request aborted in that tick', async () => {
+    const server = await recordingServer({ capabilities: ['batch'], limits: roomy });
+    const c = client({ url: server.url });
+    await c.waitForReady();
+    const aborted = new AbortController();
+    const gone = c.request('kvStore.get', { instanceId: 'i', namespace: 'n', key: 'aborted' }, { signal: aborted.signal });
+    const last = c.request('kvStore.set', { instanceId: 'i', namespace: 'n', key: 'last', value: 1 });
+    const outcomes = Promise.allSettled([gone, last]);
+    aborted.abort();
+    await c.close();
+    expect(await outcomes).toMatchObject([
+      { status: 'rejected', reason: { code: 'ABORTED' } },
+      { status: 'rejected', reason: { code: 'CONNECTION_CLOSED' } },
+    ]);
+    await expect.poll(() => shape(server.frames)).toEqual(['kvStore.set']);
   });
 
   it('sends one request per frame with batchRequests: false, or to a server that does not take batches', async () => {

@@ -31,10 +31,12 @@ export interface StorageEngine {
    * True when calls take effect in the order they are made even when a call starts before the
    * previous one settled (the SQLite engine does each call's work before returning its promise).
    * Dispatch then starts the single-key elements of a batch together, so that its writes share a
-   * commit; an engine without it (say, a networked one that could reorder calls in flight) gets
-   * them one at a time.
+   * commit. An engine that cannot promise it (say, a networked one that could reorder calls in
+   * flight) says false and gets a batch's elements one at a time; requests in flight at once on
+   * such an engine have no order among them anyway. Required, so that a wrapper around an engine
+   * has to state it.
    */
-  readonly appliesInCallOrder?: boolean;
+  readonly appliesInCallOrder: boolean;
   createInstance(input: { id?: string; name: string; description?: string }, options?: WriteOptions): Promise<Instance>;
   getInstance(instanceId: string): Promise<Instance>;
   listInstances(): Promise<Instance[]>;
