@@ -8,7 +8,8 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
+/** The checkout the bench runs in. */
+export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 /** The compiled CLI: `node dist/server/cli.js --port …` serves, as `kvhub serve` does. */
 export const BUILT_CLI = join(REPO_ROOT, 'dist', 'server', 'cli.js');

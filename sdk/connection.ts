@@ -560,7 +560,7 @@ export class Connection {
     this.outbox = [];
     this.outboxSocket = undefined;
     if (socket === undefined || socket !== this.socket || socket.readyState !== OPEN) return;
-    const maxPayloadBytes = (this.info as { limits?: { maxPayloadBytes?: number } } | undefined)?.limits?.maxPayloadBytes ?? Infinity;
+    const maxPayloadBytes = this.serverMaxPayloadBytes() ?? Infinity;
     let run: string[] = [];
     // An upper bound of the batch frame's UTF-8 size: 3 bytes per UTF-16 code unit, brackets, commas.
     let runBytes = 2;
@@ -598,14 +598,19 @@ export class Connection {
    * (before the hello reply, which is how the hello itself goes out unchecked).
    */
   private oversize(frame: string): { bytes: number; maxPayloadBytes: number } | undefined {
-    // Read defensively: the hello reply is not validated, and a server may omit its limits.
-    const limits = (this.info as { limits?: { maxPayloadBytes?: unknown } } | undefined)?.limits;
-    const maxPayloadBytes = limits?.maxPayloadBytes;
-    if (typeof maxPayloadBytes !== 'number') return undefined;
+    const maxPayloadBytes = this.serverMaxPayloadBytes();
+    if (maxPayloadBytes === undefined) return undefined;
     // A UTF-16 code unit takes 1 to 3 UTF-8 bytes, so most frames are decided without counting.
     if (frame.length * 3 <= maxPayloadBytes) return undefined;
     const bytes = utf8Length(frame);
     return bytes > maxPayloadBytes ? { bytes, maxPayloadBytes } : undefined;
+  }
+
+  /** The largest frame the server takes, from its hello; undefined before the hello or when the server does not say. */
+  private serverMaxPayloadBytes(): number | undefined {
+    // Read defensively: the hello reply is not validated, and a server may omit its limits.
+    const maxPayloadBytes = (this.info as { limits?: { maxPayloadBytes?: unknown } } | undefined)?.limits?.maxPayloadBytes;
+    return typeof maxPayloadBytes === 'number' ? maxPayloadBytes : undefined;
   }
 
   /** The single exit of a pending request: deletes it, clears its timer and listener, then settles it. */
