@@ -1,9 +1,10 @@
 // First: the class below names Symbol.dispose and Symbol.asyncDispose, which this defines where missing.
 import './dispose.js';
-import { DEFAULT_LIMITS, ENVELOPE_RESERVE_BYTES, largestSingleReply, type ParamsInput, type Reply, type RequestType } from '../protocol/index.js';
+import { DEFAULT_LIMITS, type ParamsInput, type Reply, type RequestType } from '../protocol/index.js';
 import type { ConnectionLimits, Limits } from '../server/handlers.js';
 import { DEFAULT_CHANGE_RETENTION, startHousekeeping } from '../server/housekeeping.js';
 import { describeError, silentLogger, type Logger } from '../server/logger.js';
+import { assertReplyRoom } from '../server/reply-budget.js';
 import { Metrics } from '../server/metrics.js';
 import type { ChangeRetention, StorageEngine } from '../server/storage/engine.js';
 import { openSqliteEngine } from '../server/storage/sqlite.js';
@@ -218,9 +219,7 @@ function checkOptions(options: OpenKVOptions): Limits {
   for (const [name, value] of Object.entries(limits)) {
     if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`limits.${name} must be a whole number of at least 1, not ${value}`);
   }
-  if (largestSingleReply(limits.maxValueBytes) + ENVELOPE_RESERVE_BYTES > limits.maxPayloadBytes) {
-    throw new RangeError(`limits.maxPayloadBytes must be at least ${largestSingleReply(limits.maxValueBytes) + ENVELOPE_RESERVE_BYTES} for a maxValueBytes of ${limits.maxValueBytes}, so that a get of any value fits in a reply (it carries the value twice, a binary one as base64)`);
-  }
+  assertReplyRoom(limits, 'limits.maxPayloadBytes');
   // Intervals go to setInterval, which fires at once (and keeps firing) above 2^31-1 ms.
   const bounds = { sweepIntervalMs: MAX_TIMER_MS, pruneIntervalMs: MAX_TIMER_MS, keptReplyWindowMs: Number.MAX_SAFE_INTEGER };
   for (const [name, max] of Object.entries(bounds) as [keyof typeof bounds, number][]) {

@@ -13,6 +13,11 @@ export function largestSingleReply(maxValueBytes: number): number {
   return 2 * (Math.ceil(maxValueBytes / 3) * 4 + 2) + 32 * 1024;
 }
 
+/** The room one single-record reply takes in a frame, its envelope included. */
+export function singleReplyRoom(maxValueBytes: number): number {
+  return largestSingleReply(maxValueBytes) + ENVELOPE_RESERVE_BYTES;
+}
+
 /**
  * The requests whose reply holds at most one record, so never more than
  * {@link largestSingleReply}: a batch of them can be sized before any is run, which lets a server
@@ -34,6 +39,6 @@ export const SINGLE_RECORD_REQUESTS: ReadonlySet<RequestType> = new Set<RequestT
  * batching them gains nothing under these limits.
  */
 export function batchCapacity(limits: { maxValueBytes: number; maxPayloadBytes: number; maxBatch: number }): number {
-  const perElement = largestSingleReply(limits.maxValueBytes) + ENVELOPE_RESERVE_BYTES;
+  const perElement = singleReplyRoom(limits.maxValueBytes);
   return Math.max(0, Math.min(limits.maxBatch, Math.floor((limits.maxPayloadBytes - ENVELOPE_RESERVE_BYTES) / perElement)));
 }

@@ -10,8 +10,8 @@ import {
   ProtocolError,
   batchParams,
   ENVELOPE_RESERVE_BYTES,
-  largestSingleReply,
   SINGLE_RECORD_REQUESTS,
+  singleReplyRoom,
   type Params,
   type RequestType,
 } from '../protocol/index.js';
@@ -88,7 +88,7 @@ export function binaryFrameReply(): string {
  * other element waits for every earlier one, then gets the exact room left as its budget.
  */
 async function answerBatch(requests: unknown[], ctx: FrameContext, logger: Logger): Promise<string> {
-  const elementReserve = largestSingleReply(ctx.limits.maxValueBytes) + ENVELOPE_RESERVE_BYTES;
+  const elementReserve = singleReplyRoom(ctx.limits.maxValueBytes);
   /** Room left after the finished elements, exactly. */
   let remaining = ctx.limits.maxPayloadBytes - ENVELOPE_RESERVE_BYTES;
   /** Elements started and not yet counted into `remaining`, in batch order. */

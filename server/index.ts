@@ -3,7 +3,7 @@ import { createServer as createHttpServer, STATUS_CODES, type IncomingMessage, t
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
-import { DEFAULT_LIMITS, ENVELOPE_RESERVE_BYTES, largestSingleReply } from '../protocol/index.js';
+import { DEFAULT_LIMITS } from '../protocol/index.js';
 import {
   authenticate,
   checkUpgrade,
@@ -17,6 +17,7 @@ import {
 import { serveConnection, type ConnectionDeps } from './connection.js';
 import type { ConnectionLimits, Limits } from './handlers.js';
 import { describeError, silentLogger, type Logger } from './logger.js';
+import { assertReplyRoom } from './reply-budget.js';
 import { isLoopbackHost } from './loopback.js';
 import type { ChangeRetention, StorageEngine } from './storage/engine.js';
 import { openSqliteEngine } from './storage/sqlite.js';
@@ -156,9 +157,7 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
     allowHosts: new Set((options.allowHosts ?? []).map((name) => name.trim().toLowerCase())),
   };
   const limits: Limits = { ...DEFAULT_LIMITS, ...options.limits };
-  if (largestSingleReply(limits.maxValueBytes) + ENVELOPE_RESERVE_BYTES > limits.maxPayloadBytes) {
-    throw new RangeError(`maxPayloadBytes must be at least ${largestSingleReply(limits.maxValueBytes) + ENVELOPE_RESERVE_BYTES} for a maxValueBytes of ${limits.maxValueBytes}, so that a get of any value fits in a reply (it carries the value twice, a binary one as base64)`);
-  }
+  assertReplyRoom(limits, 'maxPayloadBytes');
   const connectionLimits: ConnectionLimits = {
     maxConnections: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
     maxInFlight: options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT,

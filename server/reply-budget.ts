@@ -1,5 +1,5 @@
 import { Buffer } from 'node:buffer';
-import { ErrorCode, ProtocolError } from '../protocol/index.js';
+import { ErrorCode, ProtocolError, singleReplyRoom } from '../protocol/index.js';
 import { elementJson } from './storage/record-json.js';
 
 /**
@@ -33,5 +33,18 @@ export function assertFits(bytes: number, budget: number, what: string): void {
       replyBytes: bytes,
       budgetBytes: budget,
     });
+  }
+}
+
+/**
+ * RangeError unless a frame of `maxPayloadBytes` holds a get of any value: a server or embedded
+ * store with such limits refuses to start. `name` is how the caller's options name the limit.
+ */
+export function assertReplyRoom(limits: { maxValueBytes: number; maxPayloadBytes: number }, name: string): void {
+  const room = singleReplyRoom(limits.maxValueBytes);
+  if (room > limits.maxPayloadBytes) {
+    throw new RangeError(
+      `${name} must be at least ${room} for a maxValueBytes of ${limits.maxValueBytes}, so that a get of any value fits in a reply (it carries the value twice, a binary one as base64)`,
+    );
   }
 }
