@@ -6,11 +6,12 @@
  * A bare `ws` server (the same `ws` package kvhub uses) set up as kvhub sets up its sockets
  * (server/index.ts, server/connection.ts): an HTTP server whose `upgrade` event hands the socket
  * to a `noServer` WebSocketServer with `perMessageDeflate: false` and `maxPayload` 16 MiB, an
- * `error` listener and a 30 s heartbeat ping per connection, the frame turned into a string
- * (without kvhub's extra Buffer copy), the same unread-bytes check before each send, and one `ws.send` per reply with
- * no corking of its own (kvhub does none either; `ws` corks a frame's header and payload). If
- * kvhub changes its socket options or starts batching/corking its replies, change this file to
- * match, or the floor stops being the floor.
+ * `error` listener and a 30 s heartbeat ping per connection, the frame turned into a string by
+ * kvhub's own `rawText`, the same unread-bytes check before each send, and one `ws.send` per
+ * reply with the socket corked until the end of the tick, by kvhub's own `corkedUntilTick`, so
+ * that the replies of one tick leave in one write as kvhub's do. If kvhub changes its socket
+ * options or how it writes its replies, change this file to match, or the floor stops being the
+ * floor.
  *
  * Each text frame is JSON.parsed and answered, synchronously, with JSON.stringify of a success
  * envelope whose `data` is the sample kvhub gave for that message type (captured by bench/run.ts
@@ -23,7 +24,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import { WebSocketServer, type RawData } from 'ws';
-import { startHeartbeat } from '../server/connection.js';
+import { corkedUntilTick, rawText, startHeartbeat } from '../server/connection.js';
 
 const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
 const MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
@@ -45,6 +46,7 @@ http.on('upgrade', (request, socket, head) => {
   wss.handleUpgrade(request, socket, head, (ws) => {
     ws.on('error', () => {});
     startHeartbeat(ws, HEARTBEAT_INTERVAL_MS);
+    const corked = corkedUntilTick(socket);
     ws.on('message', (data: RawData, isBinary: boolean) => {
       if (isBinary || ws.readyState !== ws.OPEN) return;
       const request = JSON.parse(rawText(data)) as { type?: string; requestId?: string };
@@ -57,16 +59,10 @@ http.on('upgrade', (request, socket, head) => {
         timestamp: new Date().toISOString(),
       });
       if (ws.bufferedAmount > MAX_BUFFERED_BYTES) return void ws.close(1013, 'too many unread replies');
-      ws.send(reply);
+      corked(() => ws.send(reply));
     });
   });
 });
-
-/** The frame as text. (kvhub's rawText copies the Buffer first with Buffer.from; the floor does not.) */
-function rawText(data: RawData): string {
-  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
-  return Buffer.isBuffer(data) ? data.toString('utf8') : Buffer.from(data).toString('utf8');
-}
 
 http.listen(Number(flags.port), '127.0.0.1', () => {
   const { port } = http.address() as AddressInfo;

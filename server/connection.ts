@@ -96,7 +96,8 @@ export function serveConnection(ws: WebSocket, request: IncomingMessage, deps: C
   });
 }
 
-function rawText(data: RawData): string {
+/** A text frame's payload as a string; `ws` hands it over as one Buffer, or as fragments. */
+export function rawText(data: RawData): string {
   if (Buffer.isBuffer(data)) return data.toString('utf8');
   if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
   return Buffer.from(data).toString('utf8');
@@ -107,7 +108,7 @@ function rawText(data: RawData): string {
  * that one commit releases together (and the events it announces) leave in one write system
  * call instead of one each. ws corks around its own multi-part frames; the counts nest.
  */
-function corkedUntilTick(socket: Duplex): (send: () => void) => void {
+export function corkedUntilTick(socket: Duplex): (send: () => void) => void {
   let corked = false;
   const uncork = () => {
     corked = false;
