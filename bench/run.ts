@@ -44,6 +44,7 @@ import { preloadKvhub, preloadRedis, sampleReplies } from './setup.js';
 import { median } from './stats.js';
 import { CEILING_RECORDS_PER_TXN } from './ceiling.js';
 import { REDIS_MAPPING, SET_MANY_SIZE, VALUE_JSON, WORKLOADS, type Workload } from './workloads.js';
+import { checkTargets, type TargetResult } from './targets.js';
 
 // ------------------------------------------------------------------------ what runs
 
@@ -377,6 +378,15 @@ function printResults(cells: Cell[], idle: IdleFigures[]): void {
   }
 }
 
+function printTargets(targets: readonly TargetResult[]): void {
+  console.log("\nissue 5's targets (this run's medians; see bench/README.md for what each compares)");
+  printTable(
+    ['target', 'measured', 'met'],
+    targets.map((t) => [t.target, t.measured, t.met === undefined ? '-' : t.met ? 'yes' : 'no']),
+    2,
+  );
+}
+
 // ------------------------------------------------------------------------ main
 
 function summarise(cells: Cell[]): void {
@@ -563,6 +573,8 @@ async function main(): Promise<void> {
       ' drv CPU: the driver process per op; vs floor / vs redis: ops/s ratios (redis = same durability, ioredis with auto-pipelining).',
   );
   printResults(cells, idle);
+  const targets = checkTargets(cells, idle, { setManySize: SET_MANY_SIZE });
+  printTargets(targets);
   console.log(`\nfinished in ${Math.round(elapsedS)} s; load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} at the end; results in ${config.out}`);
 
   const packageVersion = (name: string) => {
@@ -593,6 +605,7 @@ async function main(): Promise<void> {
         },
         cells,
         idle,
+        targets,
       },
       null,
       2,
