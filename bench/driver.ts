@@ -6,7 +6,7 @@
  *   {"cmd":"run","target":T,"workload":W,"connections":C,"depth":D,"warmupMs":n,"durationMs":n}
  *     opens C connections to T and runs W on them with D requests in flight per connection:
  *     a warm-up not counted (warmupMs, and at least until C x D replies have arrived), then,
- *     without a pause, durationMs measured; it prints
+ *     without a pause, durationMs measured (longer for a slow cell, see schedule); it prints
  *     {"measuring":true} when the measured part starts, {"stopped":true} once the last reply of
  *     the run has arrived, then closes the connections and prints
  *     {"result":{ops, windowOps, windowMs, elapsedMs, p50Ms, p99Ms, maxMs, errors, selfCpuUs, stuck}},
@@ -163,29 +163,39 @@ interface Load {
 
 /** The longest a warm-up waits, past `warmupMs`, for the pipeline to have turned over once. */
 const WARMUP_CAP_MS = 10_000;
+/** A measured window lasts at least this many turnovers of the pipeline (see {@link schedule}). */
+const WINDOW_TURNOVERS = 3;
+/** The longest a window is stretched to. */
+const WINDOW_CAP_MS = 15_000;
 
 /**
- * Calls meter.measure() once the warm-up is over, then `stop` `durationMs` later. The warm-up
- * lasts `warmupMs` and, beyond that, until `inFlight` requests have been answered (every slot
- * has had a reply: the load is in its steady state even where one reply takes longer than
- * `warmupMs`), at most WARMUP_CAP_MS more. With `warmupMs` 0 there is none.
+ * Calls meter.measure() once the warm-up is over, then `stop` `durationMs` later, or later still
+ * for a slow cell. The warm-up lasts `warmupMs` and, beyond that, until `inFlight` requests have
+ * been answered (every slot has had a reply: the load is in its steady state even where one reply
+ * takes longer than `warmupMs`), at most WARMUP_CAP_MS more. With `warmupMs` 0 there is none.
+ *
+ * The time that first turnover took is about one request's latency under this load. Where it is
+ * long (a setMany with 500 in flight waits seconds for its reply), a window of `durationMs`
+ * would catch one burst of replies or none, and its count would not be a rate: the window is
+ * stretched to WINDOW_TURNOVERS turnovers, at most WINDOW_CAP_MS.
  */
 function schedule(meter: Meter, warmupMs: number, durationMs: number, inFlight: number, stop: () => void): void {
   const started = now();
-  const measure = () => {
+  const measure = (turnoverMs: number) => {
     meter.measure();
+    const windowMs = Math.max(durationMs, Math.min(WINDOW_TURNOVERS * turnoverMs, WINDOW_CAP_MS));
     setTimeout(() => {
       meter.stop();
       stop();
-    }, durationMs);
+    }, windowMs);
   };
   const poll = () => {
     const waited = now() - started;
-    if (meter.completed >= inFlight || waited >= warmupMs + WARMUP_CAP_MS) measure();
+    if (meter.completed >= inFlight || waited >= warmupMs + WARMUP_CAP_MS) measure(waited);
     else setTimeout(poll, 5);
   };
   if (warmupMs > 0) setTimeout(poll, warmupMs);
-  else measure();
+  else measure(0);
 }
 
 const now = () => performance.now();
