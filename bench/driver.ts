@@ -137,16 +137,23 @@ class Meter {
 
   /** Requests answered so far, successes and failures, warm-up included. */
   completed = 0;
+  /** Replies that make one turnover of the pipeline (one per request in flight), and when they had all come. */
+  turnover = Infinity;
+  turnedOverAt: number | undefined;
 
   ok(latencyMs: number): void {
-    this.completed++;
+    this.answered();
     this.tally.ops++;
     this.latencies?.add(latencyMs);
   }
 
   failed(code: string): void {
-    this.completed++;
+    this.answered();
     this.tally.errors[code] = (this.tally.errors[code] ?? 0) + 1;
+  }
+
+  private answered(): void {
+    if (++this.completed === this.turnover) this.turnedOverAt = now();
   }
 }
 
@@ -154,7 +161,7 @@ class Meter {
 interface Load {
   /**
    * Runs the workload with `depth` in flight per connection: `warmupMs`, then (after
-   * meter.measure()) `durationMs`, then waits for every reply. Resolves with the number of
+   * meter.measure()) `durationMs` or more (see {@link schedule}), then waits for every reply. Resolves with the number of
    * requests left unanswered DRAIN_LIMIT_MS after the stop (0 unless the server is stuck).
    */
   run(meter: Meter, warmupMs: number, durationMs: number): Promise<number>;
@@ -177,10 +184,12 @@ const WINDOW_CAP_MS = 15_000;
  * The time that first turnover took is about one request's latency under this load. Where it is
  * long (a setMany with 500 in flight waits seconds for its reply), a window of `durationMs`
  * would catch one burst of replies or none, and its count would not be a rate: the window is
- * stretched to WINDOW_TURNOVERS turnovers, at most WINDOW_CAP_MS.
+ * stretched to WINDOW_TURNOVERS turnovers, at most WINDOW_CAP_MS. Without a warm-up there is
+ * no turnover to time, and no stretch.
  */
 function schedule(meter: Meter, warmupMs: number, durationMs: number, inFlight: number, stop: () => void): void {
   const started = now();
+  meter.turnover = meter.completed + inFlight;
   const measure = (turnoverMs: number) => {
     meter.measure();
     const windowMs = Math.max(durationMs, Math.min(WINDOW_TURNOVERS * turnoverMs, WINDOW_CAP_MS));
@@ -191,7 +200,8 @@ function schedule(meter: Meter, warmupMs: number, durationMs: number, inFlight: 
   };
   const poll = () => {
     const waited = now() - started;
-    if (meter.completed >= inFlight || waited >= warmupMs + WARMUP_CAP_MS) measure(waited);
+    if (meter.turnedOverAt !== undefined) measure(meter.turnedOverAt - started);
+    else if (waited >= warmupMs + WARMUP_CAP_MS) measure(waited);
     else setTimeout(poll, 5);
   };
   if (warmupMs > 0) setTimeout(poll, warmupMs);

@@ -45,39 +45,7 @@ import { median } from './stats.js';
 import { CEILING_RECORDS_PER_TXN } from './ceiling.js';
 import { REDIS_MAPPING, SET_MANY_SIZE, VALUE_JSON, WORKLOADS, type Workload } from './workloads.js';
 import { checkTargets, type TargetResult } from './targets.js';
-
-// ------------------------------------------------------------------------ what runs
-
-const SYSTEMS = ['floor', 'kvhub-full', 'kvhub-normal', 'redis-always', 'redis-everysec', 'ceiling'] as const;
-type SystemId = (typeof SYSTEMS)[number];
-const CLIENTS = ['raw', 'sdk', 'ioredis-ap', 'ioredis', 'in-process'] as const;
-type ClientId = (typeof CLIENTS)[number];
-
-interface Series {
-  system: SystemId;
-  client: ClientId;
-}
-
-/** Every (system, client) pair, in table order. */
-const ALL_SERIES: readonly Series[] = [
-  { system: 'floor', client: 'raw' },
-  { system: 'kvhub-full', client: 'raw' },
-  { system: 'kvhub-full', client: 'sdk' },
-  { system: 'kvhub-normal', client: 'raw' },
-  { system: 'kvhub-normal', client: 'sdk' },
-  { system: 'redis-always', client: 'ioredis-ap' },
-  { system: 'redis-always', client: 'ioredis' },
-  { system: 'redis-everysec', client: 'ioredis-ap' },
-  { system: 'redis-everysec', client: 'ioredis' },
-  { system: 'ceiling', client: 'in-process' },
-];
-
-const LOADS = [
-  { id: '1x1', connections: 1, depth: 1 },
-  { id: '1x100', connections: 1, depth: 100 },
-  { id: '50x10', connections: 50, depth: 10 },
-] as const;
-type LoadId = (typeof LOADS)[number]['id'] | 'in-proc';
+import { ALL_SERIES, CLIENTS, KVHUB_IDLE_LABEL, LOADS, SYSTEMS, matrixCells, type CellId, type ClientId, type LoadId, type Series, type SystemId } from './matrix.js';
 
 // ------------------------------------------------------------------------ configuration (environment)
 
@@ -150,11 +118,7 @@ interface RoundFigures {
   stuck: number;
 }
 
-interface Cell extends Series {
-  workload: Workload;
-  load: LoadId;
-  connections: number;
-  depth: number;
+interface Cell extends CellId {
   rounds: RoundFigures[];
   failures: string[];
   median?: { opsPerSec: number; p50Ms: number; p99Ms: number; serverCpuUsPerOp: number; serverSystemShare: number; driverCpuUsPerOp: number };
@@ -379,7 +343,7 @@ function printResults(cells: Cell[], idle: IdleFigures[]): void {
 }
 
 function printTargets(targets: readonly TargetResult[]): void {
-  console.log("\nissue 5's targets (this run's medians; see bench/README.md for what each compares)");
+  console.log("\nissue 5's targets, on kvhub-full (this run's medians; see bench/README.md for what each compares)");
   printTable(
     ['target', 'measured', 'met'],
     targets.map((t) => [t.target, t.measured, t.met === undefined ? '-' : t.met ? 'yes' : 'no']),
@@ -447,22 +411,12 @@ async function main(): Promise<void> {
     });
   }
 
-  const cells: Cell[] = [];
-  for (const workload of config.workloads) {
-    for (const load of LOADS.filter((l) => config.loads.includes(l.id))) {
-      for (const s of series) {
-        if (s.system === 'ceiling') continue;
-        cells.push({ ...s, workload, load: load.id, connections: load.connections, depth: load.depth, rounds: [], failures: [] });
-      }
-    }
-    for (const s of series.filter((x) => x.system === 'ceiling')) {
-      cells.push({ ...s, workload, load: 'in-proc', connections: 0, depth: 0, rounds: [], failures: [] });
-    }
-  }
+  const cells: Cell[] = matrixCells(series, config.workloads, config.loads).map((cell) => ({ ...cell, rounds: [], failures: [] }));
   const perCellSeconds = config.seconds + config.warmupSeconds + 0.4;
   console.log(
     `kvhub comparison benchmark: ${cells.length} cells x ${config.rounds} round(s), ${config.seconds} s each (+${config.warmupSeconds} s warm-up)` +
       `; expect about ${Math.ceil((cells.length * config.rounds * perCellSeconds + 30 + (config.idleConnections > 0 ? 30 : 0)) / 60)} min` +
+      ' and more for cells whose replies take long (their windows stretch)' +
       ` (limit ${config.limitMinutes} min). ${cpus().length} cores, load average ${loadavg()[0]!.toFixed(2)} at start.`,
   );
   console.log(`  value: ${Buffer.byteLength(VALUE_JSON)}-byte JSON; data in ${dir}`);
@@ -503,7 +457,7 @@ async function main(): Promise<void> {
     // Idle connections first, while the servers are fresh.
     if (config.idleConnections > 0) {
       const idleTargets: [string, { child: Child } | undefined, (s: Servers) => IdleTarget][] = [
-        ['kvhub (full)', servers.kvhubFull, (s) => ({ kind: 'ws', url: s.kvhubFull!.url })],
+        [KVHUB_IDLE_LABEL, servers.kvhubFull, (s) => ({ kind: 'ws', url: s.kvhubFull!.url })],
         ['floor', servers.floor, (s) => ({ kind: 'ws', url: s.floor!.url })],
         ['redis (everysec)', servers.redisEverysec, (s) => ({ kind: 'tcp', port: s.redisEverysec!.port })],
       ];
@@ -573,7 +527,8 @@ async function main(): Promise<void> {
       ' drv CPU: the driver process per op; vs floor / vs redis: ops/s ratios (redis = same durability, ioredis with auto-pipelining).',
   );
   printResults(cells, idle);
-  const targets = checkTargets(cells, idle, { setManySize: SET_MANY_SIZE });
+  const measured = cells.map((c) => ({ ...c, complete: c.rounds.length === config.rounds && c.rounds.every((r) => r.windowed) }));
+  const targets = checkTargets(measured, idle, { setManySize: SET_MANY_SIZE, quick: config.quick });
   printTargets(targets);
   console.log(`\nfinished in ${Math.round(elapsedS)} s; load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} at the end; results in ${config.out}`);
 

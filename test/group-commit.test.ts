@@ -27,7 +27,18 @@ function setUp() {
     );
     return promise;
   };
-  return { db, group, syncs, durable, settled, watch, write: (x: number) => watch(group.write(() => insert.run(x).changes)), read: () => watch(group.read(() => count.get())) };
+  return {
+    db,
+    group,
+    syncs,
+    durable,
+    settled,
+    watch,
+    write: (x: number) => watch(group.write(() => insert.run(x).changes)),
+    /** A write that needs no sync, as housekeeping's trimming (see WriteOptions.needsSync). */
+    forget: (x: number) => watch(group.write(() => insert.run(x).changes, { needsSync: false })),
+    read: () => watch(group.read(() => count.get())),
+  };
 }
 
 describe('group commit with the log synced off the event loop', () => {
@@ -78,6 +89,36 @@ describe('group commit with the log synced off the event loop', () => {
     const afterwards = read();
     await nextTurn();
     expect(settled.get(afterwards)).toBe('ok 2');
+    await group.settled();
+  });
+
+  it('settles a write that needs no sync at its commit, and reads after it do not wait; among synced writes it waits with them', async () => {
+    const { group, syncs, settled, write, forget, read } = setUp();
+    const trimmed = forget(1);
+    await nextTurn();
+    expect(group.commits).toBe(1);
+    expect(syncs).toHaveLength(0);
+    expect(settled.get(trimmed)).toBe('ok 1');
+    const sawIt = read();
+    await nextTurn();
+    expect(settled.get(sawIt)).toBe('ok 1');
+
+    // In one group with a write that needs the sync, it is synced and settles with it.
+    const withOthers = forget(2);
+    const needsIt = write(3);
+    await nextTurn();
+    expect(syncs).toHaveLength(1);
+    expect([settled.get(withOthers), settled.get(needsIt)]).toEqual(['pending', 'pending']);
+    // A read still waits for a synced commit it may have seen, even after a later unsynced one.
+    const later = forget(4);
+    await nextTurn();
+    expect(settled.get(later)).toBe('ok 1');
+    const sawAll = read();
+    await nextTurn();
+    expect(settled.get(sawAll)).toBe('pending');
+    syncs[0]!(null);
+    await nextTurn();
+    expect([settled.get(withOthers), settled.get(needsIt), settled.get(sawAll)]).toEqual(['ok 1', 'ok 1', 'ok 4']);
     await group.settled();
   });
 

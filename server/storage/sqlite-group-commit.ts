@@ -25,6 +25,17 @@ export interface TransactionState<Mark> {
  */
 export type Sync = (done: (error: Error | null) => void) => void;
 
+/** How a write is committed. */
+export interface WriteOptions {
+  /**
+   * False for a write whose loss in a crash is harmless because it only forgets (trimming the
+   * change log, forgetting old kept replies): it settles at its COMMIT, reads do not wait for
+   * its sync, and the next sync makes it durable with the commits that follow. A group with
+   * any other write is synced as usual. @default true
+   */
+  needsSync?: boolean;
+}
+
 /** A caller waiting for the group's commit: `failure` is set when the group did not commit. */
 type Waiter = (failure?: unknown) => void;
 
@@ -32,6 +43,8 @@ interface Group<Mark> {
   /** The state before the group's first write: where a failed commit returns to. */
   start: Mark;
   waiters: Waiter[];
+  /** Some write of the group needs its commit synced (see {@link WriteOptions}). */
+  needsSync: boolean;
   /** Set once committed: what to run when the commit is durable. */
   durable?: () => void;
 }
@@ -98,7 +111,7 @@ export class GroupCommit<Mark> {
   }
 
   /** Runs `fn` in the open group (opening one) and settles with its outcome once the group commits. */
-  write<T>(fn: () => T): Promise<T> {
+  write<T>(fn: () => T, options: WriteOptions = {}): Promise<T> {
     if (this.syncFailure !== undefined) return Promise.reject(this.syncFailure);
     let group: Group<Mark>;
     try {
@@ -106,6 +119,7 @@ export class GroupCommit<Mark> {
     } catch (error) {
       return Promise.reject(error);
     }
+    if (options.needsSync !== false) group.needsSync = true;
     let outcome: Outcome<T>;
     try {
       outcome = { ok: true, value: this.savepoint(fn) };
@@ -199,7 +213,7 @@ export class GroupCommit<Mark> {
     this.group = undefined;
     this.commits++;
     group.durable = this.state.afterCommit();
-    if (this.sync === undefined) return release(group);
+    if (this.sync === undefined || !group.needsSync) return release(group);
     this.unsynced.push(group);
     this.startSync();
   }
@@ -233,7 +247,7 @@ export class GroupCommit<Mark> {
   private open(): Group<Mark> {
     const start = this.state.mark();
     this.begin.run();
-    const group: Group<Mark> = { start, waiters: [] };
+    const group: Group<Mark> = { start, waiters: [], needsSync: false };
     this.group = group;
     if (this.deferCommits) setImmediate(() => this.group === group && this.flush());
     return group;

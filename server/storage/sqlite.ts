@@ -595,7 +595,7 @@ class SqliteEngine implements StorageEngine {
   }
 
   async pruneChanges(retention: ChangeRetention, limit: number, keepFrom = Infinity): Promise<number> {
-    return this.write(undefined, () => {
+    return this.forget(() => {
       const countCutoff = this.revision - retention.maxCount;
       const ageCutoff = this.now() - retention.maxAgeMs;
       // Only a leading run goes, so the log always holds every revision from oldestChange on.
@@ -623,7 +623,7 @@ class SqliteEngine implements StorageEngine {
   }
 
   async pruneKeptReplies(maxAgeMs: number, limit: number): Promise<number> {
-    return this.write(undefined, () => this.stmts.pruneKeptReplies.run(this.now() - maxAgeMs, limit).changes);
+    return this.forget(() => this.stmts.pruneKeptReplies.run(this.now() - maxAgeMs, limit).changes);
   }
 
   async metrics(): Promise<EngineMetrics> {
@@ -881,6 +881,17 @@ class SqliteEngine implements StorageEngine {
     const result = claim === undefined ? this.group.write(fn) : this.group.write(() => this.keyed(claim, fn)).then(unwrap);
     this.settleFoundExpired();
     return result.catch(rethrowEngineError);
+  }
+
+  /**
+   * A write that only forgets history (old change-log rows, old kept replies). Losing it in a
+   * crash is harmless (what it dropped comes back and is dropped again), so it is not worth a
+   * sync of its own: without this, a backlog of them (after a bulk import, hundreds of batches)
+   * made every read that came meanwhile wait for one of their fsyncs.
+   */
+  private forget<T>(fn: () => T): Promise<T> {
+    this.assertOpen();
+    return this.group.write(fn, { needsSync: false }).catch(rethrowEngineError);
   }
 
   /**
