@@ -120,6 +120,24 @@ describe('sqlite engine: files', () => {
     }
   });
 
+  it('trims the change log and kept replies without a sync of their own under durability full', async () => {
+    const engine = openSqliteEngine(freshPath());
+    try {
+      for (let i = 0; i < 10; i++) await engine.set({ instanceId: 'i', namespace: 'n', key: `k${i}`, value: json(i), autoCreate: true });
+      const before = await engine.metrics();
+      expect(await engine.pruneChanges({ maxCount: 2, maxAgeMs: 60_000 }, 256)).toBe(8);
+      expect(await engine.pruneKeptReplies(0, 256)).toBe(0);
+      const after = await engine.metrics();
+      expect([after.commits - before.commits, after.syncs - before.syncs]).toEqual([2, 0]);
+      expect(await engine.oldestRevision()).toBe(9);
+      // The next write's sync covers the trimming too.
+      await engine.set({ instanceId: 'i', namespace: 'n', key: 'after', value: json(1) });
+      expect((await engine.metrics()).syncs).toBe(after.syncs + 1);
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('never serves a write that rolled back from its row cache', async () => {
     const engine = openSqliteEngine(freshPath());
     try {
