@@ -109,17 +109,35 @@ describe('group commit with the log synced off the event loop', () => {
     await nextTurn();
     expect(syncs).toHaveLength(1);
     expect([settled.get(withOthers), settled.get(needsIt)]).toEqual(['pending', 'pending']);
-    // A read still waits for a synced commit it may have seen, even after a later unsynced one.
+    // A read still waits for a synced commit it may have seen, even after a later unsynced one;
+    // so does that unsynced one, which could have held a read too.
     const later = forget(4);
     await nextTurn();
-    expect(settled.get(later)).toBe('ok 1');
     const sawAll = read();
     await nextTurn();
-    expect(settled.get(sawAll)).toBe('pending');
+    expect([settled.get(later), settled.get(sawAll)]).toEqual(['pending', 'pending']);
     syncs[0]!(null);
     await nextTurn();
-    expect([settled.get(withOthers), settled.get(needsIt), settled.get(sawAll)]).toEqual(['ok 1', 'ok 1', 'ok 4']);
+    expect([settled.get(withOthers), settled.get(needsIt), settled.get(later), settled.get(sawAll)]).toEqual(['ok 1', 'ok 1', 'ok 1', 'ok 4']);
+    expect(syncs).toHaveLength(1);
     await group.settled();
+  });
+
+  it('holds a read that ran in a group needing no sync until the earlier commits it saw are synced', async () => {
+    const { group, syncs, settled, write, forget, read } = setUp();
+    const first = write(1);
+    await nextTurn();
+    expect(syncs).toHaveLength(1);
+    const trimmed = forget(2);
+    const sawFirst = read();
+    await nextTurn();
+    expect(group.commits).toBe(2);
+    // The trimming's group committed, but the first write's sync has not ended.
+    expect([settled.get(first), settled.get(trimmed), settled.get(sawFirst)]).toEqual(['pending', 'pending', 'pending']);
+    syncs[0]!(null);
+    await nextTurn();
+    expect([settled.get(first), settled.get(trimmed), settled.get(sawFirst)]).toEqual(['ok 1', 'ok 1', 'ok 2']);
+    expect(syncs).toHaveLength(1);
   });
 
   it('rolls back a group that opened while the failing sync ran, instead of committing it', async () => {

@@ -29,9 +29,10 @@ export type Sync = (done: (error: Error | null) => void) => void;
 export interface WriteOptions {
   /**
    * False for a write whose loss in a crash is harmless because it only forgets (trimming the
-   * change log, forgetting old kept replies): it settles at its COMMIT, reads do not wait for
-   * its sync, and the next sync makes it durable with the commits that follow. A group with
-   * any other write is synced as usual. @default true
+   * change log, forgetting old kept replies): its group gets no sync of its own, reads after it
+   * do not wait for one, and the next sync makes it durable with the commits that follow. Its
+   * outcome, and that of a read run in its group, still waits for the syncs of earlier commits.
+   * A group with any other write is synced as usual. @default true
    */
   needsSync?: boolean;
 }
@@ -213,9 +214,20 @@ export class GroupCommit<Mark> {
     this.group = undefined;
     this.commits++;
     group.durable = this.state.afterCommit();
-    if (this.sync === undefined || !group.needsSync) return release(group);
-    this.unsynced.push(group);
-    this.startSync();
+    if (this.sync === undefined) return release(group);
+    if (group.needsSync) {
+      this.unsynced.push(group);
+      this.startSync();
+      return;
+    }
+    // Nothing of its own to sync, but a read that ran in the group may have seen earlier commits
+    // whose sync is still to come: its outcome waits for those, as any read's does.
+    const newest = this.unsynced.at(-1) ?? this.syncing?.at(-1);
+    if (newest === undefined) return release(group);
+    newest.waiters.push((failure) => {
+      if (failure === undefined) release(group);
+      else for (const waiter of group.waiters) waiter(failure);
+    });
   }
 
   /** Starts a sync of every commit so far, unless one is running (its end starts the next). */
