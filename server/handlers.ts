@@ -18,6 +18,7 @@ import { decodeCursor, encodeCursor } from './cursor.js';
 import { toQueryInput } from './query.js';
 import { assertFits, fitToBudget, wireSize } from './reply-budget.js';
 import type { AtomicOpInput, StorageEngine, StoredValue, WriteOptions } from './storage/engine.js';
+import { KeyReading } from './storage/record-json.js';
 import { encodeValue } from './values.js';
 import type { WatchHub, WatchSession } from './watch.js';
 
@@ -152,10 +153,7 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
   'kvStore.stats': async (p, { engine }) => engine.stats(p.instanceId),
   'kvStore.getMany': async (p, { engine, replyBudget }) => {
     const records = await engine.getMany(p.instanceId, p.namespace, p.keys, replyBudget);
-    const items = p.keys.map((key, i) => {
-      const record = records[i] ?? null;
-      return { key, exists: record !== null, value: record ? record.value : null, record };
-    });
+    const items = p.keys.map((key, i) => new KeyReading(key, records[i] ?? null));
     assertFits(items.reduce((sum, item) => sum + wireSize(item), 0), replyBudget, 'getMany');
     return { items };
   },

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { elementJson, objectJson, recordJson, valueJson } from '../server/storage/record-json.js';
+import { elementJson, KeyReading, objectJson, recordJson, valueJson } from '../server/storage/record-json.js';
 import { openSqliteEngine } from '../server/storage/sqlite.js';
 import { encodeValue } from '../server/values.js';
 
@@ -35,6 +35,12 @@ describe('JSON spliced from stored text', () => {
           expect(elementJson(item)).toBe(JSON.stringify(item));
           expect(elementJson(record)).toBe(JSON.stringify(record));
           expect(elementJson(key)).toBe(JSON.stringify(key));
+          // getMany's items carry their own text, with the fields of the plain item.
+          const readings = [new KeyReading(key, record), new KeyReading(key, null), new KeyReading(key, { ...record })];
+          expect(JSON.stringify(readings[0])).toBe(JSON.stringify(item));
+          for (const reading of readings) expect(elementJson(reading)).toBe(JSON.stringify(reading));
+          const getManyReply = { items: readings };
+          expect(objectJson(getManyReply)).toBe(JSON.stringify(getManyReply));
         }
       }),
       { numRuns: 300, seed: 7 },

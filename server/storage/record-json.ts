@@ -51,6 +51,38 @@ export function recordJson(record: KvRecord): string {
 }
 
 /**
+ * One key's item in a getMany reply, `{ key, exists, value, record }`, carrying its JSON text once
+ * built: the reply budget measures each item and the reply then writes it, so it is built once,
+ * around the record's stored text. Its own fields are exactly the protocol's, in the wire order.
+ */
+export class KeyReading {
+  readonly key: string;
+  readonly exists: boolean;
+  readonly value: unknown;
+  readonly record: KvRecord | null;
+  #json: string | undefined;
+
+  constructor(key: string, record: KvRecord | null) {
+    this.key = key;
+    this.exists = record !== null;
+    this.value = record === null ? null : record.value;
+    this.record = record;
+  }
+
+  toJsonText(): string {
+    if (this.#json !== undefined) return this.#json;
+    const { record } = this;
+    const value = record === null ? 'null' : record instanceof StoredRecord ? record.valueJson : JSON.stringify(record.value);
+    return (this.#json = `{"key":${JSON.stringify(this.key)},"exists":${this.exists},"value":${value},"record":${record === null ? 'null' : recordJson(record)}}`);
+  }
+}
+
+/** Objects that carry their own JSON text (see StoredRecord and KeyReading). */
+function carriesJson(item: unknown): item is StoredRecord | KeyReading {
+  return item instanceof StoredRecord || item instanceof KeyReading;
+}
+
+/**
  * JSON.stringify of an object whose fields may be stored records, arrays of them (with nulls), or
  * the value of a stored record beside it (a get reply's `value`): those are spliced from the
  * stored text, the rest serialized as usual. Replies and watch events have this shape; a plain
@@ -78,15 +110,13 @@ function isPlainObject(value: unknown): value is object {
 
 /** JSON.stringify of one element of a reply's array: a stored record, an object with one in it (a getMany item), or anything else. */
 export function elementJson(item: unknown): string {
-  if (item instanceof StoredRecord) return item.toJsonText();
+  if (carriesJson(item)) return item.toJsonText();
   return typeof item === 'object' && item !== null && !Array.isArray(item) ? objectJson(item) : JSON.stringify(item);
 }
 
-/** JSON.stringify of one value, spliced from stored text when it is a stored record or an array of them. */
+/** JSON.stringify of one value, spliced from carried text when it carries its own or is an array of such (with nulls). */
 export function valueJson(field: unknown): string {
-  if (field instanceof StoredRecord) return field.toJsonText();
-  if (Array.isArray(field) && field.length > 0 && field.every((item) => item === null || item instanceof StoredRecord)) {
-    return `[${field.map((item: StoredRecord | null) => (item === null ? 'null' : item.toJsonText())).join(',')}]`;
-  }
+  if (carriesJson(field)) return field.toJsonText();
+  if (Array.isArray(field) && field.some(carriesJson)) return `[${field.map(elementJson).join(',')}]`;
   return JSON.stringify(field);
 }
