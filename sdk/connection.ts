@@ -2,6 +2,7 @@ import type { FailureReply, Reply, ReplyData, RequestType } from '../protocol/in
 import { batchCapacity, SINGLE_RECORD_REQUESTS } from '../protocol/batch.js';
 import { PROTOCOL_VERSION, utf8Length } from '../protocol/limits.js';
 import { backoffDelay, type ResolvedReconnectOptions } from './backoff.js';
+import { getManyFrame, getReplies, getTarget, groupGets, type GetTarget, type QueuedGet } from './coalesce.js';
 import { KvError } from './errors.js';
 import { isKeyedWrite, withIdempotencyKey } from './idempotency.js';
 import { isRefusal, OPEN, openSocket, terminateSocket, type WebSocketConstructor, type WebSocketLike } from './transport.js';
@@ -83,6 +84,8 @@ interface Pending {
    * the server runs a key at most once and answers a repeat with the reply it kept.
    */
   readonly resend: boolean;
+  /** Where a plain get reads, so that the gets of one tick can go as one getMany (see coalesce.ts). */
+  readonly target: GetTarget | undefined;
   resolve(reply: Reply): void;
   reject(error: KvError): void;
   timer: ReturnType<typeof setTimeout>;
@@ -157,11 +160,15 @@ export class Connection {
   private closedError: KvError | undefined;
   private closing: Promise<void> | undefined;
   /** Frames made ready this tick, in the order the requests were made; sent by {@link flush}. */
-  private outbox: { requestId: string; frame: string; batchable: boolean }[] = [];
+  private outbox: { requestId: string; frame: string; batchable: boolean; target: GetTarget | undefined }[] = [];
   /** The socket the outbox is for: frames left for a socket that has since dropped are not sent. */
   private outboxSocket: WebSocketLike | undefined;
   /** Most single-key requests per batch frame on this connection (from the server's hello); below 2, no batching. */
   private batchSize = 0;
+  /** Most gets of one tick sent as one getMany on this connection; below 2, none are. */
+  private getManySize = 0;
+  /** The getManys out on the current socket, by requestId: the requestIds of the gets each answers, in key order. */
+  private readonly getManys = new Map<string, string[]>();
 
   constructor(private readonly settings: ConnectionSettings) {
     this.connect();
@@ -336,6 +343,7 @@ export class Connection {
     this.attempt = 0;
     this.info = info;
     this.batchSize = this.settings.batchRequests === true ? batchSizeFor(info, this.settings.maxPayloadBytes) : 0;
+    this.getManySize = this.settings.batchRequests === true ? getManySizeFor(info, this.settings.maxPayloadBytes) : 0;
     if (this.ready.settled) this.ready = deferred();
     this.ready.resolve(info);
     this.settings.logger?.debug?.('ready', { serverVersion: info.serverVersion });
@@ -350,6 +358,7 @@ export class Connection {
     clearTimeout(this.connectTimer);
     clearTimeout(this.idleTimer);
     this.info = undefined;
+    this.getManys.clear();
     if (this.current === 'closed') return;
     const reconnect = this.settings.reconnect;
     if (reconnect === false) {
@@ -381,6 +390,7 @@ export class Connection {
     this.current = 'closed';
     this.closedError = reason;
     this.info = undefined;
+    this.getManys.clear();
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.connectTimer);
     clearTimeout(this.idleTimer);
@@ -502,6 +512,7 @@ export class Connection {
         sent: false,
         everSent: false,
         resend: isKeyedWrite(type, params),
+        target: getTarget(type, params),
         resolve,
         reject,
         timer: setTimeout(
@@ -540,19 +551,20 @@ export class Connection {
     }
     entry.sent = true;
     entry.everSent = true;
-    if (this.batchSize < 2 || this.current !== 'ready') return this.sendFrame(socket, entry.frame);
+    if ((this.batchSize < 2 && this.getManySize < 2) || this.current !== 'ready') return this.sendFrame(socket, entry.frame);
     // Ready and batching: every frame waits for the end of the tick, so that order is kept.
     if (this.outboxSocket !== socket) this.outbox = [];
     this.outboxSocket = socket;
-    this.outbox.push({ requestId, frame: entry.frame, batchable: SINGLE_RECORD_REQUESTS.has(entry.type as RequestType) });
+    this.outbox.push({ requestId, frame: entry.frame, batchable: SINGLE_RECORD_REQUESTS.has(entry.type as RequestType), target: entry.target });
     if (this.outbox.length === 1) endOfTick(() => this.flush());
   }
 
   /**
-   * Sends the frames of the outbox in order: each run of single-key requests as batch frames of at
-   * most `batchSize` elements (and maxPayloadBytes), anything else on its own. A socket that
-   * dropped meanwhile gets nothing: its requests were already failed or queued again by `lost`.
-   * A request that timed out or was aborted since it was queued is left out.
+   * Sends the frames of the outbox in order: each run of gets with nothing between them as one
+   * getMany per instance and namespace (see coalesce.ts), each run of single-key requests as
+   * batch frames of at most `batchSize` elements (and maxPayloadBytes), anything else on its own.
+   * A socket that dropped meanwhile gets nothing: its requests were already failed or queued
+   * again by `lost`. A request that timed out or was aborted since it was queued is left out.
    */
   private flush(): void {
     const frames = this.outbox;
@@ -569,19 +581,62 @@ export class Connection {
       run = [];
       runBytes = 2;
     };
-    for (const { requestId, frame, batchable } of frames) {
+    const batch = (frame: string) => {
+      const bytes = frame.length * 3 + 1;
+      if (run.length === this.batchSize || (run.length > 0 && runBytes + bytes > maxPayloadBytes) || this.batchSize < 2) sendRun();
+      run.push(frame);
+      runBytes += bytes;
+    };
+    let gets: QueuedGet[] = [];
+    const sendGets = () => {
+      for (const group of groupGets(gets, this.getManySize, maxPayloadBytes)) {
+        if (group.length === 1) batch(group[0]!.frame);
+        else {
+          // After the requests before it: a get must see the writes made before it.
+          sendRun();
+          this.sendGetMany(socket, group);
+        }
+      }
+      gets = [];
+    };
+    for (const { requestId, frame, batchable, target } of frames) {
       if (!this.pending.has(requestId)) continue;
+      if (target !== undefined && this.getManySize >= 2) {
+        gets.push({ requestId, target, frame });
+        continue;
+      }
+      sendGets();
       if (!batchable) {
         sendRun();
         this.sendFrame(socket, frame);
-        continue;
-      }
-      const bytes = frame.length * 3 + 1;
-      if (run.length === this.batchSize || (run.length > 0 && runBytes + bytes > maxPayloadBytes)) sendRun();
-      run.push(frame);
-      runBytes += bytes;
+      } else batch(frame);
     }
+    sendGets();
     sendRun();
+  }
+
+  /** Sends the gets of `group` (one instance and namespace) as one getMany; {@link answerGets} answers them. */
+  private sendGetMany(socket: WebSocketLike, group: QueuedGet[]): void {
+    const requestId = String(++this.seq);
+    this.getManys.set(requestId, group.map((get) => get.requestId));
+    this.sendFrame(socket, getManyFrame(requestId, group));
+  }
+
+  /**
+   * Resolves the gets of a getMany from its reply, or — when the getMany failed — sends each of
+   * them again on its own frame, so that each is answered as it would have been alone.
+   */
+  private answerGets(requestIds: string[], reply: Record<string, unknown>): void {
+    const replies = getReplies(reply, requestIds);
+    if (replies !== undefined) {
+      for (const get of replies) this.settle(get.requestId, (p) => p.resolve(get));
+      return;
+    }
+    const socket = this.socket;
+    for (const requestId of requestIds) {
+      const entry = this.pending.get(requestId);
+      if (entry !== undefined && socket !== undefined) this.sendFrame(socket, entry.frame);
+    }
   }
 
   private sendFrame(socket: WebSocketLike, frame: string): void {
@@ -650,6 +705,11 @@ export class Connection {
     const m = message as Record<string, unknown>;
     const requestId = m['requestId'];
     if (typeof requestId === 'string') {
+      const gets = this.getManys.get(requestId);
+      if (gets !== undefined) {
+        this.getManys.delete(requestId);
+        return this.answerGets(gets, m);
+      }
       // Matched by requestId only: `type` is never used to pick the waiter.
       const entry = this.pending.get(requestId);
       if (entry === undefined) {
@@ -693,6 +753,19 @@ function batchSizeFor(info: ServerInfo, clientMaxPayloadBytes: number): number {
   if (typeof maxValueBytes !== 'number' || typeof maxPayloadBytes !== 'number' || typeof maxBatch !== 'number') return 0;
   // The batch's reply must fit in the frames both sides accept.
   return batchCapacity({ maxValueBytes, maxPayloadBytes: Math.min(maxPayloadBytes, clientMaxPayloadBytes), maxBatch });
+}
+
+/**
+ * How many gets of one tick may go as one getMany to this server; 0 when they go one by one: the
+ * server does not take batches, or may send a getMany reply larger than this client accepts.
+ */
+function getManySizeFor(info: ServerInfo, clientMaxPayloadBytes: number): number {
+  // Read defensively: the hello reply is not validated.
+  const { capabilities, limits } = info as { capabilities?: unknown; limits?: { maxPayloadBytes?: unknown; maxBatch?: unknown } };
+  if (!Array.isArray(capabilities) || !capabilities.includes('batch') || limits === undefined) return 0;
+  const { maxPayloadBytes, maxBatch } = limits;
+  if (typeof maxPayloadBytes !== 'number' || typeof maxBatch !== 'number' || maxPayloadBytes > clientMaxPayloadBytes) return 0;
+  return maxBatch;
 }
 
 /** The error of a request that went out and whose reply will not come: the server may or may not have run it. */

@@ -1,0 +1,91 @@
+import type { ReplyData, SuccessReply } from '../protocol/index.js';
+
+/**
+ * Gets made in the same tick, sent as one `kvStore.getMany` per instance and namespace.
+ *
+ * A server answers a getMany of n keys for a fraction of the work of n gets (one frame, one
+ * validation, one read), and a getMany's reply has no worst-case size to reserve room for, unlike
+ * a batch of gets. Reads commute, so the gets of a run with no other request between them may be
+ * grouped in any order. Each get still resolves with the envelope it would have had alone: its
+ * own `type` and `requestId`, `data: { value, exists, record }`, and the getMany's timestamp.
+ * When the getMany fails (a bad key, a reply too large for a frame, an unknown instance...) each
+ * of its gets is sent again on its own, so that each gets exactly its own answer.
+ */
+
+/** Where a plain get reads: what a getMany needs to read the same key. */
+export interface GetTarget {
+  instanceId: string;
+  namespace: string;
+  key: string;
+}
+
+/**
+ * The target of a plain `kvStore.get` (params of exactly instanceId, namespace and key, all
+ * strings); undefined for anything else, which then goes out as it was asked.
+ */
+export function getTarget(type: string, params: unknown): GetTarget | undefined {
+  if (type !== 'kvStore.get' || typeof params !== 'object' || params === null) return undefined;
+  const { instanceId, namespace, key, ...rest } = params as Record<string, unknown>;
+  if (typeof instanceId !== 'string' || typeof namespace !== 'string' || typeof key !== 'string') return undefined;
+  return Object.keys(rest).length === 0 ? { instanceId, namespace, key } : undefined;
+}
+
+/** A get waiting to go out: its requestId, its target, and its own frame (an upper bound of what its key adds to a getMany). */
+export interface QueuedGet {
+  requestId: string;
+  target: GetTarget;
+  frame: string;
+}
+
+/**
+ * The gets of a run grouped by instance and namespace, in the order each group's first get was
+ * made, each group cut to at most `maxKeys` gets and to frames of at most `maxBytes` (counting 3
+ * bytes per UTF-16 code unit of each get's own frame, which holds its key and more).
+ */
+export function groupGets(run: readonly QueuedGet[], maxKeys: number, maxBytes: number): QueuedGet[][] {
+  const open = new Map<string, { gets: QueuedGet[]; bytes: number }>();
+  const groups: QueuedGet[][] = [];
+  for (const get of run) {
+    const place = `${get.target.instanceId.length}:${get.target.instanceId}${get.target.namespace}`;
+    const bytes = get.frame.length * 3;
+    let group = open.get(place);
+    if (group === undefined || group.gets.length === maxKeys || group.bytes + bytes > maxBytes) {
+      group = { gets: [], bytes: 256 };
+      open.set(place, group);
+      groups.push(group.gets);
+    }
+    group.gets.push(get);
+    group.bytes += bytes;
+  }
+  return groups;
+}
+
+/** The getMany frame reading the keys of `group` (gets of one instance and namespace), in order. */
+export function getManyFrame(requestId: string, group: readonly QueuedGet[]): string {
+  const { instanceId, namespace } = group[0]!.target;
+  return JSON.stringify({ type: 'kvStore.getMany', requestId, params: { instanceId, namespace, keys: group.map((get) => get.target.key) } });
+}
+
+/**
+ * The reply of each get of a getMany, from the getMany's reply: in the order of `requestIds`,
+ * each a `kvStore.get` success envelope. Undefined when the getMany did not succeed or its reply
+ * does not hold one item per get; the gets then go out on their own.
+ */
+export function getReplies(reply: Record<string, unknown>, requestIds: readonly string[]): SuccessReply<'kvStore.get'>[] | undefined {
+  if (reply['success'] !== true) return undefined;
+  const items = (reply['data'] as { items?: unknown } | undefined)?.items;
+  if (!Array.isArray(items) || items.length !== requestIds.length) return undefined;
+  const replies: SuccessReply<'kvStore.get'>[] = [];
+  for (const [i, item] of items.entries()) {
+    if (typeof item !== 'object' || item === null) return undefined;
+    const { value, exists, record } = item as Record<string, unknown>;
+    replies.push({
+      type: 'kvStore.get',
+      requestId: requestIds[i]!,
+      success: true,
+      data: { value, exists, record } as ReplyData<'kvStore.get'>,
+      timestamp: reply['timestamp'] as string,
+    });
+  }
+  return replies;
+}

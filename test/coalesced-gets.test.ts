@@ -1,0 +1,141 @@
+/**
+ * The SDK sends the gets of one tick as one kvStore.getMany per instance and namespace, and
+ * resolves each get with the envelope it would have had alone; when the getMany fails, each get
+ * goes out again on its own.
+ */
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { singleReplyRoom } from '../protocol/index.js';
+import { createClient, type ClientOptions, type KvClient } from '../sdk/index.js';
+import { startTestServer, type TestServer } from './helpers/server.js';
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()!().catch(() => undefined);
+});
+
+function client(options: ClientOptions): KvClient {
+  const c = createClient({ requestTimeoutMs: 5000, reconnect: false, ...options });
+  cleanups.push(() => c.close());
+  return c;
+}
+
+async function server(options: Parameters<typeof startTestServer>[0] = {}): Promise<TestServer> {
+  const s = await startTestServer({ durability: 'full', ...options });
+  cleanups.push(() => s.close());
+  return s;
+}
+
+/** Requests of `type` the server has answered so far, from its /metrics. */
+async function answered(s: TestServer, type: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${s.port}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`kvhub_requests_total{type="${type}"} `));
+  return line === undefined ? 0 : Number(line.split(' ')[1]);
+}
+
+/** A reply without what differs between two sendings of the same request. */
+const content = ({ requestId: _id, timestamp: _at, ...rest }: { requestId: string | null; timestamp: string }) => rest;
+
+describe('the gets of one tick', () => {
+  it('go as one getMany per instance and namespace, and each resolves with what a get alone gives', async () => {
+    const s = await server();
+    const c = client({ url: s.url });
+    const one = client({ url: s.url, batchRequests: false });
+    const i = c.instance('coalesced', { autoCreate: true });
+    await Promise.all([i.namespace('a').set('json', { deep: [1, 'two'] }), i.namespace('a').set('n', null), i.namespace('b').set('bytes', new Uint8Array([0, 1, 254]))]);
+    const asked = [
+      ['a', 'json'],
+      ['b', 'bytes'],
+      ['a', 'missing'],
+      ['a', 'n'],
+      ['b', 'missing'],
+      ['a', 'json'],
+    ] as const;
+    const get = (k: KvClient, [namespace, key]: readonly [string, string]) => k.request('kvStore.get', { instanceId: 'coalesced', namespace, key });
+    const [getsBefore, manyBefore] = [await answered(s, 'kvStore.get'), await answered(s, 'kvStore.getMany')];
+    const together = await Promise.all(asked.map((where) => get(c, where)));
+    expect([(await answered(s, 'kvStore.get')) - getsBefore, (await answered(s, 'kvStore.getMany')) - manyBefore]).toEqual([0, 2]);
+    const alone = [];
+    for (const where of asked) alone.push(await get(one, where));
+    expect(together.map(content)).toEqual(alone.map(content));
+    expect(together.every((reply) => reply.type === 'kvStore.get')).toBe(true);
+    expect(new Set(together.map((reply) => reply.requestId)).size).toBe(asked.length);
+    expect(together[1]).toMatchObject({ success: true, data: { exists: true, value: 'AAH+', record: { contentType: 'application/octet-stream' } } });
+  });
+
+  it('see the writes made before them in the tick, and not those made after', async () => {
+    const s = await server();
+    const c = client({ url: s.url });
+    const ns = c.instance('ordered', { autoCreate: true }).namespace('n');
+    await ns.set('k', 1);
+    const [before1, before2, , after1, after2] = await Promise.all([ns.get('k'), ns.get('k'), ns.set('k', 2), ns.get('k'), ns.get('k')]);
+    expect([before1, before2, after1, after2]).toEqual([1, 1, 2, 2]);
+  });
+
+  it('are answered one by one when their getMany fails: a bad key, or a reply larger than a frame', async () => {
+    const limits = { maxValueBytes: 1024, maxPayloadBytes: singleReplyRoom(1024) };
+    const s = await server({ limits });
+    const c = client({ url: s.url });
+    const ns = c.instance('fallback', { autoCreate: true }).namespace('n');
+    const big = 'x'.repeat(1000);
+    // 30 values of 1000 bytes, each twice in its item: more than one reply frame holds.
+    const keys = Array.from({ length: 30 }, (_, k) => `k${k}`);
+    await Promise.all(keys.map((key) => ns.set(key, big)));
+    const manyBefore = await answered(s, 'kvStore.getMany');
+    const values = await Promise.all(keys.map((key) => ns.get(key)));
+    expect(values).toEqual(keys.map(() => big));
+    const replies = await Promise.all(['k0', '', 'k1'].map((key) => c.request('kvStore.get', { instanceId: 'fallback', namespace: 'n', key })));
+    expect(replies.map((reply) => (reply.success ? reply.data.value : reply.code))).toEqual([big, 'VALIDATION_ERROR', big]);
+    // Both ticks went as a getMany first, which failed: LIMIT_EXCEEDED, then VALIDATION_ERROR.
+    expect((await answered(s, 'kvStore.getMany')) - manyBefore).toBe(2);
+  });
+});
+
+describe('a getMany standing for gets', () => {
+  /** A server that greets, then holds every getMany for `delayMs` before answering it, or never answers and drops the socket. */
+  async function slowServer(behaviour: { delayMs: number } | 'drop') {
+    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    await once(wss, 'listening');
+    cleanups.push(() => new Promise<void>((resolve) => wss.close(() => resolve())));
+    const received: string[] = [];
+    const hello = { protocolVersion: 1, serverVersion: 'slow', durability: 'full', capabilities: ['batch'], limits: { maxValueBytes: 1024, maxPayloadBytes: 1 << 20, maxBatch: 1000 } };
+    wss.on('connection', (socket: WebSocket) => {
+      socket.on('error', () => undefined);
+      socket.on('message', (text) => {
+        const r = JSON.parse(text.toString()) as { type: string; requestId: string; params: { keys?: string[] } };
+        const reply = (data: unknown) => socket.send(JSON.stringify({ type: r.type, requestId: r.requestId, success: true, data, timestamp: new Date().toISOString() }));
+        if (r.type === 'kvStore.hello') return reply(hello);
+        received.push(r.type);
+        if (behaviour === 'drop') return socket.terminate();
+        const items = r.params.keys!.map((key) => ({ key, exists: true, value: key.toUpperCase(), record: null }));
+        setTimeout(() => reply({ items }), behaviour.delayMs);
+      });
+    });
+    return { url: `ws://127.0.0.1:${(wss.address() as AddressInfo).port}`, received };
+  }
+
+  it('leaves a get that timed out meanwhile rejected, and resolves the others', async () => {
+    const slow = await slowServer({ delayMs: 200 });
+    const c = client({ url: slow.url });
+    await c.waitForReady();
+    const get = (key: string, timeoutMs?: number) => c.request('kvStore.get', { instanceId: 'i', namespace: 'n', key }, timeoutMs === undefined ? {} : { timeoutMs });
+    const outcomes = await Promise.allSettled([get('a'), get('b', 50), get('c')]);
+    expect(outcomes.map((o) => (o.status === 'fulfilled' ? (o.value.success && o.value.data.value) : (o.reason as { code: string }).code))).toEqual([
+      'A',
+      'TIMEOUT',
+      'C',
+    ]);
+    expect(slow.received).toEqual(['kvStore.getMany']);
+  });
+
+  it('fails its gets with CONNECTION_CLOSED when the socket drops before its reply', async () => {
+    const dropping = await slowServer('drop');
+    const c = client({ url: dropping.url });
+    await c.waitForReady();
+    const outcomes = await Promise.allSettled(['a', 'b'].map((key) => c.request('kvStore.get', { instanceId: 'i', namespace: 'n', key })));
+    expect(outcomes.map((o) => o.status === 'rejected' && (o.reason as { code: string }).code)).toEqual(['CONNECTION_CLOSED', 'CONNECTION_CLOSED']);
+    expect(dropping.received).toEqual(['kvStore.getMany']);
+  });
+});
