@@ -2,7 +2,7 @@ import type { FailureReply, Reply, ReplyData, RequestType } from '../protocol/in
 import { batchCapacity, SINGLE_RECORD_REQUESTS } from '../protocol/batch.js';
 import { PROTOCOL_VERSION, utf8Length } from '../protocol/limits.js';
 import { backoffDelay, type ResolvedReconnectOptions } from './backoff.js';
-import { getManyFrame, getReplies, getTarget, groupGets, type GetTarget, type QueuedGet } from './coalesce.js';
+import { getManyFrame, getReplies, getTarget, groupGets, MAX_GETS_PER_GET_MANY, type GetTarget, type QueuedGet } from './coalesce.js';
 import { KvError } from './errors.js';
 import { isKeyedWrite, withIdempotencyKey } from './idempotency.js';
 import { isRefusal, OPEN, openSocket, terminateSocket, type WebSocketConstructor, type WebSocketLike } from './transport.js';
@@ -600,9 +600,12 @@ export class Connection {
       gets = [];
     };
     for (const { requestId, frame, batchable, target } of frames) {
-      if (!this.pending.has(requestId)) continue;
-      if (target !== undefined && this.getManySize >= 2) {
-        gets.push({ requestId, target, frame });
+      const entry = this.pending.get(requestId);
+      if (entry === undefined) continue;
+      if (entry.type === 'kvStore.get' && this.getManySize >= 2) {
+        // Gets commute: one that cannot go in a getMany goes beside it without ending the run.
+        if (target !== undefined) gets.push({ requestId, target, frame });
+        else batch(frame);
         continue;
       }
       sendGets();
@@ -623,13 +626,14 @@ export class Connection {
   }
 
   /**
-   * Resolves the gets of a getMany from its reply, or — when the getMany failed — sends each of
-   * them again on its own frame, so that each is answered as it would have been alone.
+   * Answers the gets of a getMany from its reply or, when it failed in a way a get alone might
+   * not have, sends each of them again on its own frame (see coalesce.ts).
    */
-  private answerGets(requestIds: string[], reply: Record<string, unknown>): void {
-    const replies = getReplies(reply, requestIds);
+  private answerGets(requestIds: string[], m: Record<string, unknown>): void {
+    const reply = readReply(m);
+    const replies = reply instanceof KvError ? undefined : getReplies(reply as unknown as Record<string, unknown>, requestIds);
     if (replies !== undefined) {
-      for (const get of replies) this.settle(get.requestId, (p) => p.resolve(get));
+      replies.forEach((get, i) => this.settle(requestIds[i]!, (p) => p.resolve(get)));
       return;
     }
     const socket = this.socket;
@@ -765,7 +769,7 @@ function getManySizeFor(info: ServerInfo, clientMaxPayloadBytes: number): number
   if (!Array.isArray(capabilities) || !capabilities.includes('batch') || limits === undefined) return 0;
   const { maxPayloadBytes, maxBatch } = limits;
   if (typeof maxPayloadBytes !== 'number' || typeof maxBatch !== 'number' || maxPayloadBytes > clientMaxPayloadBytes) return 0;
-  return maxBatch;
+  return Math.min(maxBatch, MAX_GETS_PER_GET_MANY);
 }
 
 /** The error of a request that went out and whose reply will not come: the server may or may not have run it. */

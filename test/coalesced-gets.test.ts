@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { singleReplyRoom } from '../protocol/index.js';
+import { MAX_GETS_PER_GET_MANY } from '../sdk/coalesce.js';
 import { createClient, type ClientOptions, type KvClient } from '../sdk/index.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
@@ -32,6 +33,13 @@ async function server(options: Parameters<typeof startTestServer>[0] = {}): Prom
 async function answered(s: TestServer, type: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${s.port}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith(`kvhub_requests_total{type="${type}"} `));
+  return line === undefined ? 0 : Number(line.split(' ')[1]);
+}
+
+/** Requests the server has answered with error `code` so far. */
+async function failed(s: TestServer, code: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${s.port}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`kvhub_errors_total{code="${code}"} `));
   return line === undefined ? 0 : Number(line.split(' ')[1]);
 }
 
@@ -74,7 +82,7 @@ describe('the gets of one tick', () => {
     expect([before1, before2, after1, after2]).toEqual([1, 1, 2, 2]);
   });
 
-  it('are answered one by one when their getMany fails: a bad key, or a reply larger than a frame', async () => {
+  it('go out again one by one when together they are more than a reply frame holds', async () => {
     const limits = { maxValueBytes: 1024, maxPayloadBytes: singleReplyRoom(1024) };
     const s = await server({ limits });
     const c = client({ url: s.url });
@@ -83,13 +91,37 @@ describe('the gets of one tick', () => {
     // 30 values of 1000 bytes, each twice in its item: more than one reply frame holds.
     const keys = Array.from({ length: 30 }, (_, k) => `k${k}`);
     await Promise.all(keys.map((key) => ns.set(key, big)));
-    const manyBefore = await answered(s, 'kvStore.getMany');
-    const values = await Promise.all(keys.map((key) => ns.get(key)));
-    expect(values).toEqual(keys.map(() => big));
-    const replies = await Promise.all(['k0', '', 'k1'].map((key) => c.request('kvStore.get', { instanceId: 'fallback', namespace: 'n', key })));
-    expect(replies.map((reply) => (reply.success ? reply.data.value : reply.code))).toEqual([big, 'VALIDATION_ERROR', big]);
-    // Both ticks went as a getMany first, which failed: LIMIT_EXCEEDED, then VALIDATION_ERROR.
-    expect((await answered(s, 'kvStore.getMany')) - manyBefore).toBe(2);
+    const [manyBefore, getsBefore, refusedBefore] = [await answered(s, 'kvStore.getMany'), await answered(s, 'kvStore.get'), await failed(s, 'LIMIT_EXCEEDED')];
+    expect(await Promise.all(keys.map((key) => ns.get(key)))).toEqual(keys.map(() => big));
+    expect([(await answered(s, 'kvStore.getMany')) - manyBefore, (await answered(s, 'kvStore.get')) - getsBefore]).toEqual([1, 30]);
+    expect((await failed(s, 'LIMIT_EXCEEDED')) - refusedBefore).toBe(1);
+  });
+
+  it('leave a key the server would refuse out of the getMany, so that it fails alone', async () => {
+    const s = await server();
+    const c = client({ url: s.url });
+    const ns = c.instance('bad-keys', { autoCreate: true }).namespace('n');
+    await Promise.all([ns.set('a', 1), ns.set('b', 2)]);
+    const [manyBefore, getsBefore] = [await answered(s, 'kvStore.getMany'), await answered(s, 'kvStore.get')];
+    const keys = ['a', '', 'b', 'k'.repeat(1025), '\ud800'];
+    const replies = await Promise.all(keys.map((key) => c.request('kvStore.get', { instanceId: 'bad-keys', namespace: 'n', key })));
+    expect(replies.map((reply) => (reply.success ? reply.data.value : reply.code))).toEqual([1, 'VALIDATION_ERROR', 2, 'VALIDATION_ERROR', 'VALIDATION_ERROR']);
+    expect([(await answered(s, 'kvStore.getMany')) - manyBefore, (await answered(s, 'kvStore.get')) - getsBefore]).toEqual([1, 3]);
+  });
+
+  it('each get the failure of their getMany that a get alone would have had, before the requests made after them', async () => {
+    const s = await server();
+    const c = client({ url: s.url });
+    const get = (key: string) => c.request('kvStore.get', { instanceId: 'later', namespace: 'n', key });
+    const [manyBefore, getsBefore] = [await answered(s, 'kvStore.getMany'), await answered(s, 'kvStore.get')];
+    // The instance is created after the gets were made: they must find it missing.
+    const [a, b, created] = await Promise.all([get('a'), get('b'), c.kvStore.createInstance('later', undefined, { id: 'later' })]);
+    expect(created.success).toBe(true);
+    for (const [reply, requestId] of [[a, a.requestId], [b, b.requestId]] as const) {
+      expect(reply).toMatchObject({ type: 'kvStore.get', requestId, success: false, code: 'INSTANCE_NOT_FOUND' });
+    }
+    expect(a.requestId).not.toBe(b.requestId);
+    expect([(await answered(s, 'kvStore.getMany')) - manyBefore, (await answered(s, 'kvStore.get')) - getsBefore]).toEqual([1, 0]);
   });
 });
 
@@ -100,6 +132,7 @@ describe('a getMany standing for gets', () => {
     await once(wss, 'listening');
     cleanups.push(() => new Promise<void>((resolve) => wss.close(() => resolve())));
     const received: string[] = [];
+    const keyCounts: number[] = [];
     const hello = { protocolVersion: 1, serverVersion: 'slow', durability: 'full', capabilities: ['batch'], limits: { maxValueBytes: 1024, maxPayloadBytes: 1 << 20, maxBatch: 1000 } };
     wss.on('connection', (socket: WebSocket) => {
       socket.on('error', () => undefined);
@@ -108,13 +141,24 @@ describe('a getMany standing for gets', () => {
         const reply = (data: unknown) => socket.send(JSON.stringify({ type: r.type, requestId: r.requestId, success: true, data, timestamp: new Date().toISOString() }));
         if (r.type === 'kvStore.hello') return reply(hello);
         received.push(r.type);
+        keyCounts.push(r.params.keys?.length ?? 1);
         if (behaviour === 'drop') return socket.terminate();
         const items = r.params.keys!.map((key) => ({ key, exists: true, value: key.toUpperCase(), record: null }));
         setTimeout(() => reply({ items }), behaviour.delayMs);
       });
     });
-    return { url: `ws://127.0.0.1:${(wss.address() as AddressInfo).port}`, received };
+    return { url: `ws://127.0.0.1:${(wss.address() as AddressInfo).port}`, received, keyCounts };
   }
+
+  it('holds at most MAX_GETS_PER_GET_MANY gets, so that the server answers one while the client sends the next', async () => {
+    const slow = await slowServer({ delayMs: 0 });
+    const c = client({ url: slow.url });
+    await c.waitForReady();
+    const keys = Array.from({ length: MAX_GETS_PER_GET_MANY + 8 }, (_, k) => `k${k}`);
+    const replies = await Promise.all(keys.map((key) => c.request('kvStore.get', { instanceId: 'i', namespace: 'n', key })));
+    expect(replies.map((reply) => reply.success && reply.data.value)).toEqual(keys.map((key) => key.toUpperCase()));
+    expect(slow.keyCounts).toEqual([MAX_GETS_PER_GET_MANY, 8]);
+  });
 
   it('leaves a get that timed out meanwhile rejected, and resolves the others', async () => {
     const slow = await slowServer({ delayMs: 200 });
