@@ -1,4 +1,4 @@
-import type { FailureReply, ReplyData, SuccessReply } from '../protocol/index.js';
+import type { Reply, ReplyData } from '../protocol/index.js';
 import { MAX_KEY_BYTES, utf8Length } from '../protocol/limits.js';
 
 /**
@@ -18,6 +18,8 @@ import { MAX_KEY_BYTES, utf8Length } from '../protocol/limits.js';
  *   instance id or namespace the server refuses) send each get again on its own. Those reads run
  *   later than they would have alone, after what was sent in the meantime; keys that the server
  *   would refuse never go in a getMany, so no valid key is read late because of another's.
+ * - A reply that is not a getMany's reply to these keys fails each get with INTERNAL_ERROR, as a
+ *   malformed reply to a get alone does.
  */
 
 /**
@@ -40,7 +42,8 @@ export interface GetTarget {
  * strings); undefined for anything else, which then goes out as it was asked.
  */
 export function getTarget(type: string, params: unknown): GetTarget | undefined {
-  if (type !== 'kvStore.get' || typeof params !== 'object' || params === null) return undefined;
+  // Only a plain object: its frame (JSON.stringify) surely names the key read here (no toJSON).
+  if (type !== 'kvStore.get' || typeof params !== 'object' || params === null || Object.getPrototypeOf(params) !== Object.prototype) return undefined;
   const { instanceId, namespace, key, ...rest } = params as Record<string, unknown>;
   if (typeof instanceId !== 'string' || typeof namespace !== 'string' || !isValidKey(key)) return undefined;
   return Object.keys(rest).length === 0 ? { instanceId, namespace, key } : undefined;
@@ -70,7 +73,7 @@ export function groupGets(run: readonly QueuedGet[], maxKeys: number, maxBytes: 
     const place = `${get.target.instanceId.length}:${get.target.instanceId}${get.target.namespace}`;
     const bytes = get.frame.length * 3;
     let group = open.get(place);
-    if (group === undefined || group.gets.length === maxKeys || group.bytes + bytes > maxBytes) {
+    if (group === undefined || group.gets.length >= maxKeys || group.bytes + bytes > maxBytes) {
       group = { gets: [], bytes: 256 };
       open.set(place, group);
       groups.push(group.gets);
@@ -90,30 +93,38 @@ export function getManyFrame(requestId: string, group: readonly QueuedGet[]): st
 /** Failures of a getMany after which its gets go out again on their own (see above). */
 const SPLIT_ON: ReadonlySet<unknown> = new Set(['LIMIT_EXCEEDED', 'VALIDATION_ERROR']);
 
+/** What a getMany's reply means for its gets. */
+export type GetManyOutcome =
+  /** Each get's own reply, in the order of the gets. */
+  | { kind: 'answered'; replies: Reply<'kvStore.get'>[] }
+  /** Each get goes out again on its own. */
+  | { kind: 'split' }
+  /** The reply is not a getMany's reply to these keys. */
+  | { kind: 'malformed' };
+
 /**
- * The reply of each get of a getMany, from the getMany's reply: in the order of `requestIds`,
- * each a `kvStore.get` envelope, a success or the getMany's failure. Undefined when the gets
- * must go out on their own: the getMany failed with a code in SPLIT_ON, or its reply does not
- * hold one item per get.
+ * What the getMany of `gets` was answered, get by get: a success's items (each checked against
+ * its get's key), or a failure that every get shares, under each get's own type and requestId.
  */
-export function getReplies(reply: Record<string, unknown>, requestIds: readonly string[]): (SuccessReply<'kvStore.get'> | FailureReply<'kvStore.get'>)[] | undefined {
-  if (reply['success'] === false && typeof reply['code'] === 'string' && !SPLIT_ON.has(reply['code'])) {
-    return requestIds.map((requestId) => ({ ...reply, type: 'kvStore.get', requestId }) as unknown as FailureReply<'kvStore.get'>);
+export function getManyOutcome(reply: Reply, gets: readonly QueuedGet[]): GetManyOutcome {
+  if (!reply.success) {
+    if (SPLIT_ON.has(reply.code)) return { kind: 'split' };
+    return { kind: 'answered', replies: gets.map(({ requestId }) => ({ ...reply, type: 'kvStore.get', requestId })) };
   }
-  if (reply['success'] !== true) return undefined;
-  const items = (reply['data'] as { items?: unknown } | undefined)?.items;
-  if (!Array.isArray(items) || items.length !== requestIds.length) return undefined;
-  const replies: SuccessReply<'kvStore.get'>[] = [];
+  const items = (reply.data as { items?: unknown } | undefined)?.items;
+  if (!Array.isArray(items) || items.length !== gets.length) return { kind: 'malformed' };
+  const replies: Reply<'kvStore.get'>[] = [];
   for (const [i, item] of items.entries()) {
-    if (typeof item !== 'object' || item === null) return undefined;
+    const get = gets[i]!;
+    if (typeof item !== 'object' || item === null || (item as { key?: unknown }).key !== get.target.key) return { kind: 'malformed' };
     const { value, exists, record } = item as Record<string, unknown>;
     replies.push({
       type: 'kvStore.get',
-      requestId: requestIds[i]!,
+      requestId: get.requestId,
       success: true,
       data: { value, exists, record } as ReplyData<'kvStore.get'>,
-      timestamp: reply['timestamp'] as string,
+      timestamp: reply.timestamp,
     });
   }
-  return replies;
+  return { kind: 'answered', replies };
 }

@@ -2,7 +2,7 @@ import type { FailureReply, Reply, ReplyData, RequestType } from '../protocol/in
 import { batchCapacity, SINGLE_RECORD_REQUESTS } from '../protocol/batch.js';
 import { PROTOCOL_VERSION, utf8Length } from '../protocol/limits.js';
 import { backoffDelay, type ResolvedReconnectOptions } from './backoff.js';
-import { getManyFrame, getReplies, getTarget, groupGets, MAX_GETS_PER_GET_MANY, type GetTarget, type QueuedGet } from './coalesce.js';
+import { getManyFrame, getManyOutcome, getTarget, groupGets, MAX_GETS_PER_GET_MANY, type GetTarget, type QueuedGet } from './coalesce.js';
 import { KvError } from './errors.js';
 import { isKeyedWrite, withIdempotencyKey } from './idempotency.js';
 import { isRefusal, OPEN, openSocket, terminateSocket, type WebSocketConstructor, type WebSocketLike } from './transport.js';
@@ -167,8 +167,8 @@ export class Connection {
   private batchSize = 0;
   /** Most gets of one tick sent as one getMany on this connection; below 2, none are. */
   private getManySize = 0;
-  /** The getManys out on the current socket, by requestId: the requestIds of the gets each answers, in key order. */
-  private readonly getManys = new Map<string, string[]>();
+  /** The getManys out on the current socket, by requestId: the gets each answers, in key order. */
+  private readonly getManys = new Map<string, QueuedGet[]>();
 
   constructor(private readonly settings: ConnectionSettings) {
     this.connect();
@@ -621,7 +621,7 @@ export class Connection {
   /** Sends the gets of `group` (one instance and namespace) as one getMany; {@link answerGets} answers them. */
   private sendGetMany(socket: WebSocketLike, group: QueuedGet[]): void {
     const requestId = String(++this.seq);
-    this.getManys.set(requestId, group.map((get) => get.requestId));
+    this.getManys.set(requestId, group);
     this.sendFrame(socket, getManyFrame(requestId, group));
   }
 
@@ -629,17 +629,18 @@ export class Connection {
    * Answers the gets of a getMany from its reply or, when it failed in a way a get alone might
    * not have, sends each of them again on its own frame (see coalesce.ts).
    */
-  private answerGets(requestIds: string[], m: Record<string, unknown>): void {
+  private answerGets(gets: QueuedGet[], m: Record<string, unknown>): void {
     const reply = readReply(m);
-    const replies = reply instanceof KvError ? undefined : getReplies(reply as unknown as Record<string, unknown>, requestIds);
-    if (replies !== undefined) {
-      replies.forEach((get, i) => this.settle(requestIds[i]!, (p) => p.resolve(get)));
-      return;
-    }
-    const socket = this.socket;
-    for (const requestId of requestIds) {
-      const entry = this.pending.get(requestId);
-      if (entry !== undefined && socket !== undefined) this.sendFrame(socket, entry.frame);
+    const outcome = reply instanceof KvError ? ({ kind: 'malformed' } as const) : getManyOutcome(reply, gets);
+    if (outcome.kind === 'answered') {
+      for (const get of outcome.replies) this.settle(get.requestId!, (p) => p.resolve(get));
+    } else if (outcome.kind === 'malformed') {
+      for (const { requestId } of gets) {
+        this.settle(requestId, (p) => p.reject(new KvError('INTERNAL_ERROR', 'the server sent a malformed reply', { data: m, type: p.type, requestId })));
+      }
+    } else {
+      const socket = this.socket;
+      for (const { requestId, frame } of gets) if (this.pending.has(requestId) && socket !== undefined) this.sendFrame(socket, frame);
     }
   }
 
@@ -769,7 +770,7 @@ function getManySizeFor(info: ServerInfo, clientMaxPayloadBytes: number): number
   if (!Array.isArray(capabilities) || !capabilities.includes('batch') || limits === undefined) return 0;
   const { maxPayloadBytes, maxBatch } = limits;
   if (typeof maxPayloadBytes !== 'number' || typeof maxBatch !== 'number' || maxPayloadBytes > clientMaxPayloadBytes) return 0;
-  return Math.min(maxBatch, MAX_GETS_PER_GET_MANY);
+  return Math.min(Math.floor(maxBatch), MAX_GETS_PER_GET_MANY);
 }
 
 /** The error of a request that went out and whose reply will not come: the server may or may not have run it. */

@@ -126,8 +126,11 @@ describe('the gets of one tick', () => {
 });
 
 describe('a getMany standing for gets', () => {
-  /** A server that greets, then holds every getMany for `delayMs` before answering it, or never answers and drops the socket. */
-  async function slowServer(behaviour: { delayMs: number } | 'drop') {
+  /**
+   * A server that greets, then holds every getMany for `delayMs` before answering it (its items
+   * in reverse order with `reversed`), or never answers and drops the socket.
+   */
+  async function slowServer(behaviour: { delayMs: number; reversed?: boolean } | 'drop') {
     const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
     await once(wss, 'listening');
     cleanups.push(() => new Promise<void>((resolve) => wss.close(() => resolve())));
@@ -144,6 +147,7 @@ describe('a getMany standing for gets', () => {
         keyCounts.push(r.params.keys?.length ?? 1);
         if (behaviour === 'drop') return socket.terminate();
         const items = r.params.keys!.map((key) => ({ key, exists: true, value: key.toUpperCase(), record: null }));
+        if (behaviour.reversed === true) items.reverse();
         setTimeout(() => reply({ items }), behaviour.delayMs);
       });
     });
@@ -172,6 +176,15 @@ describe('a getMany standing for gets', () => {
       'C',
     ]);
     expect(slow.received).toEqual(['kvStore.getMany']);
+  });
+
+  it('fails its gets with INTERNAL_ERROR when its items are not of their keys, and sends none again', async () => {
+    const wrong = await slowServer({ delayMs: 0, reversed: true });
+    const c = client({ url: wrong.url });
+    await c.waitForReady();
+    const outcomes = await Promise.allSettled(['a', 'b'].map((key) => c.request('kvStore.get', { instanceId: 'i', namespace: 'n', key })));
+    expect(outcomes.map((o) => o.status === 'rejected' && (o.reason as { code: string }).code)).toEqual(['INTERNAL_ERROR', 'INTERNAL_ERROR']);
+    expect(wrong.received).toEqual(['kvStore.getMany']);
   });
 
   it('fails its gets with CONNECTION_CLOSED when the socket drops before its reply', async () => {

@@ -117,6 +117,8 @@ export function elementJson(item: unknown): string {
 /** JSON.stringify of one value, spliced from carried text when it carries its own or is an array of such (with nulls). */
 export function valueJson(field: unknown): string {
   if (carriesJson(field)) return field.toJsonText();
-  if (Array.isArray(field) && field.some(carriesJson)) return `[${field.map(elementJson).join(',')}]`;
+  if (Array.isArray(field) && field.length > 0 && field.every((item) => item === null || carriesJson(item))) {
+    return `[${field.map((item: StoredRecord | KeyReading | null) => (item === null ? 'null' : item.toJsonText())).join(',')}]`;
+  }
   return JSON.stringify(field);
 }
