@@ -5,27 +5,25 @@
  */
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { batchCapacity, DEFAULT_LIMITS, ENVELOPE_RESERVE_BYTES, largestSingleReply } from '../protocol/index.js';
 import { createClient, type ClientOptions, type KvClient } from '../sdk/index.js';
 import { connectRaw, rid, type RawClient } from './helpers/raw-client.js';
+import { cleanUpAfterEach } from './helpers/cleanups.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  while (cleanups.length > 0) await cleanups.pop()!().catch(() => undefined);
-});
+const cleanUp = cleanUpAfterEach();
 
 function client(options: ClientOptions): KvClient {
   const c = createClient({ requestTimeoutMs: 5000, reconnect: false, ...options });
-  cleanups.push(() => c.close());
+  cleanUp(() => c.close());
   return c;
 }
 
 async function raw(url: string): Promise<RawClient> {
   const c = await connectRaw(url);
-  cleanups.push(() => c.close());
+  cleanUp(() => c.close());
   return c;
 }
 
@@ -159,7 +157,7 @@ describe('the SDK batches the single-key requests of one tick', () => {
         socket.send(JSON.stringify(Array.isArray(frame) ? frame.map(answer) : answer(frame)));
       });
     });
-    cleanups.push(() => new Promise<void>((resolve) => wss.close(() => resolve())));
+    cleanUp(() => new Promise<void>((resolve) => wss.close(() => resolve())));
     return { url: `ws://127.0.0.1:${(wss.address() as AddressInfo).port}`, frames };
   }
   const shape = (frames: unknown[]) => frames.map((f) => (Array.isArray(f) ? f.map((r: { type: string }) => r.type) : (f as { type: string }).type));
@@ -234,7 +232,7 @@ describe('the SDK batches the single-key requests of one tick', () => {
 
   it('against a real server: the requests of one tick keep their order and their writes share one commit', async () => {
     const server = await startTestServer({ durability: 'full' });
-    cleanups.push(() => server.close());
+    cleanUp(() => server.close());
     const c = client({ url: server.url });
     const ns = c.instance('tick', { autoCreate: true }).namespace('n');
     await ns.set('seed', 0);

@@ -5,27 +5,25 @@
  */
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { singleReplyRoom } from '../protocol/index.js';
 import { MAX_GETS_PER_GET_MANY } from '../sdk/coalesce.js';
 import { createClient, type ClientOptions, type KvClient } from '../sdk/index.js';
+import { cleanUpAfterEach } from './helpers/cleanups.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  while (cleanups.length > 0) await cleanups.pop()!().catch(() => undefined);
-});
+const cleanUp = cleanUpAfterEach();
 
 function client(options: ClientOptions): KvClient {
   const c = createClient({ requestTimeoutMs: 5000, reconnect: false, ...options });
-  cleanups.push(() => c.close());
+  cleanUp(() => c.close());
   return c;
 }
 
 async function server(options: Parameters<typeof startTestServer>[0] = {}): Promise<TestServer> {
   const s = await startTestServer({ durability: 'full', ...options });
-  cleanups.push(() => s.close());
+  cleanUp(() => s.close());
   return s;
 }
 
@@ -133,7 +131,7 @@ describe('a getMany standing for gets', () => {
   async function slowServer(behaviour: { delayMs: number; reversed?: boolean } | 'drop') {
     const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
     await once(wss, 'listening');
-    cleanups.push(() => new Promise<void>((resolve) => wss.close(() => resolve())));
+    cleanUp(() => new Promise<void>((resolve) => wss.close(() => resolve())));
     const received: string[] = [];
     const keyCounts: number[] = [];
     const hello = { protocolVersion: 1, serverVersion: 'slow', durability: 'full', capabilities: ['batch'], limits: { maxValueBytes: 1024, maxPayloadBytes: 1 << 20, maxBatch: 1000 } };
