@@ -17,7 +17,9 @@ import { MAX_KEY_BYTES, utf8Length } from '../protocol/limits.js';
  * - LIMIT_EXCEEDED (the values together are more than a frame holds) and VALIDATION_ERROR (an
  *   instance id or namespace the server refuses) send each get again on its own. Those reads run
  *   later than they would have alone, after what was sent in the meantime; keys that the server
- *   would refuse never go in a getMany, so no valid key is read late because of another's.
+ *   would refuse never go in a getMany, so no valid key is read late because of another's. After
+ *   a LIMIT_EXCEEDED the client puts no more gets in one getMany than a batch frame would hold
+ *   (batchCapacity: 5 under the default limits), which always fit, so it happens once at most.
  * - A reply that is not a getMany's reply to these keys fails each get with INTERNAL_ERROR, as a
  *   malformed reply to a get alone does.
  */

@@ -167,6 +167,11 @@ export class Connection {
   private batchSize = 0;
   /** Most gets of one tick sent as one getMany on this connection; below 2, none are. */
   private getManySize = 0;
+  /**
+   * True once a getMany was refused as larger than a frame: the values read here can be large,
+   * so from then on a getMany holds at most `batchSize` gets, which surely fit (see coalesce.ts).
+   */
+  private largeGets = false;
   /** The getManys out on the current socket, by requestId: the gets each answers, in key order. */
   private readonly getManys = new Map<string, QueuedGet[]>();
 
@@ -344,6 +349,7 @@ export class Connection {
     this.info = info;
     this.batchSize = this.settings.batchRequests === true ? batchSizeFor(info, this.settings.maxPayloadBytes) : 0;
     this.getManySize = this.settings.batchRequests === true ? getManySizeFor(info, this.settings.maxPayloadBytes) : 0;
+    if (this.largeGets) this.getManySize = Math.min(this.getManySize, this.batchSize);
     if (this.ready.settled) this.ready = deferred();
     this.ready.resolve(info);
     this.settings.logger?.debug?.('ready', { serverVersion: info.serverVersion });
@@ -639,6 +645,10 @@ export class Connection {
         this.settle(requestId, (p) => p.reject(new KvError('INTERNAL_ERROR', 'the server sent a malformed reply', { data: m, type: p.type, requestId })));
       }
     } else {
+      if (!(reply instanceof KvError) && !reply.success && reply.code === 'LIMIT_EXCEEDED') {
+        this.largeGets = true;
+        this.getManySize = Math.min(this.getManySize, this.batchSize);
+      }
       const socket = this.socket;
       for (const { requestId, frame } of gets) if (this.pending.has(requestId) && socket !== undefined) this.sendFrame(socket, frame);
     }

@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { singleReplyRoom } from '../protocol/index.js';
+import { batchCapacity, ENVELOPE_RESERVE_BYTES, singleReplyRoom } from '../protocol/index.js';
 import { MAX_GETS_PER_GET_MANY } from '../sdk/coalesce.js';
 import { createClient, type ClientOptions, type KvClient } from '../sdk/index.js';
 import { cleanUpAfterEach } from './helpers/cleanups.js';
@@ -80,19 +80,25 @@ describe('the gets of one tick', () => {
     expect([before1, before2, after1, after2]).toEqual([1, 1, 2, 2]);
   });
 
-  it('go out again one by one when together they are more than a reply frame holds', async () => {
-    const limits = { maxValueBytes: 1024, maxPayloadBytes: singleReplyRoom(1024) };
+  it('go out again one by one when together they are more than a reply frame holds, and from then on in getManys that surely fit', async () => {
+    const limits = { maxValueBytes: 65_536, maxPayloadBytes: 3 * singleReplyRoom(65_536) + ENVELOPE_RESERVE_BYTES };
+    expect(batchCapacity({ ...limits, maxBatch: 1000 })).toBe(3);
     const s = await server({ limits });
     const c = client({ url: s.url });
     const ns = c.instance('fallback', { autoCreate: true }).namespace('n');
-    const big = 'x'.repeat(1000);
-    // 30 values of 1000 bytes, each twice in its item: more than one reply frame holds.
-    const keys = Array.from({ length: 30 }, (_, k) => `k${k}`);
+    const big = 'x'.repeat(60_000);
+    // 12 values of 60 KB, each twice in its item: about 1.4 MB, where a frame holds about 640 KB.
+    const keys = Array.from({ length: 12 }, (_, k) => `k${k}`);
     await Promise.all(keys.map((key) => ns.set(key, big)));
-    const [manyBefore, getsBefore, refusedBefore] = [await answered(s, 'kvStore.getMany'), await answered(s, 'kvStore.get'), await failed(s, 'LIMIT_EXCEEDED')];
-    expect(await Promise.all(keys.map((key) => ns.get(key)))).toEqual(keys.map(() => big));
-    expect([(await answered(s, 'kvStore.getMany')) - manyBefore, (await answered(s, 'kvStore.get')) - getsBefore]).toEqual([1, 30]);
-    expect((await failed(s, 'LIMIT_EXCEEDED')) - refusedBefore).toBe(1);
+    const counts = async () => [await answered(s, 'kvStore.getMany'), await answered(s, 'kvStore.get'), await failed(s, 'LIMIT_EXCEEDED')];
+    const readAll = async () => expect(await Promise.all(keys.map((key) => ns.get(key)))).toEqual(keys.map(() => big));
+    const before = await counts();
+    await readAll();
+    const afterFirst = await counts();
+    expect(afterFirst.map((n, i) => n - before[i]!)).toEqual([1, 12, 1]);
+    // Refused once, the client puts at most batchCapacity gets in a getMany: 4 of 3, all answered.
+    await readAll();
+    expect((await counts()).map((n, i) => n - afterFirst[i]!)).toEqual([4, 0, 0]);
   });
 
   it('leave a key the server would refuse out of the getMany, so that it fails alone', async () => {
