@@ -111,7 +111,9 @@ export type GetManyOutcome =
 export function getManyOutcome(reply: Reply, gets: readonly QueuedGet[]): GetManyOutcome {
   if (!reply.success) {
     if (SPLIT_ON.has(reply.code)) return { kind: 'split' };
-    return { kind: 'answered', replies: gets.map(({ requestId }) => ({ ...reply, type: 'kvStore.get', requestId })) };
+    // Each get its own copy of `data`: a caller that changes one reply must not change the others.
+    const replies = gets.map(({ requestId }) => ({ ...reply, type: 'kvStore.get' as const, requestId, ...(reply.data !== undefined && { data: structuredClone(reply.data) }) }));
+    return { kind: 'answered', replies };
   }
   const items = (reply.data as { items?: unknown } | undefined)?.items;
   if (!Array.isArray(items) || items.length !== gets.length) return { kind: 'malformed' };
