@@ -40,8 +40,9 @@ export interface GetTarget {
 }
 
 /**
- * The target of a plain `kvStore.get` (params of exactly instanceId, namespace and key, all
- * strings); undefined for anything else, which then goes out as it was asked.
+ * The target of a plain `kvStore.get` (a plain object of exactly instanceId, namespace and key,
+ * all strings, the key one the server accepts); undefined for anything else, which then goes
+ * out as it was asked.
  */
 export function getTarget(type: string, params: unknown): GetTarget | undefined {
   // Only a plain object: its frame (JSON.stringify) surely names the key read here (no toJSON).
@@ -99,8 +100,8 @@ const SPLIT_ON: ReadonlySet<unknown> = new Set(['LIMIT_EXCEEDED', 'VALIDATION_ER
 export type GetManyOutcome =
   /** Each get's own reply, in the order of the gets. */
   | { kind: 'answered'; replies: Reply<'kvStore.get'>[] }
-  /** Each get goes out again on its own. */
-  | { kind: 'split' }
+  /** Each get goes out again on its own; `tooLarge` when the values together were more than a frame holds. */
+  | { kind: 'split'; tooLarge: boolean }
   /** The reply is not a getMany's reply to these keys. */
   | { kind: 'malformed' };
 
@@ -110,7 +111,7 @@ export type GetManyOutcome =
  */
 export function getManyOutcome(reply: Reply, gets: readonly QueuedGet[]): GetManyOutcome {
   if (!reply.success) {
-    if (SPLIT_ON.has(reply.code)) return { kind: 'split' };
+    if (SPLIT_ON.has(reply.code)) return { kind: 'split', tooLarge: reply.code === 'LIMIT_EXCEEDED' };
     // Each get its own copy of `data`: a caller that changes one reply must not change the others.
     const replies = gets.map(({ requestId }) => ({ ...reply, type: 'kvStore.get' as const, requestId, ...(reply.data !== undefined && { data: structuredClone(reply.data) }) }));
     return { kind: 'answered', replies };

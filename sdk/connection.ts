@@ -645,7 +645,7 @@ export class Connection {
         this.settle(requestId, (p) => p.reject(new KvError('INTERNAL_ERROR', 'the server sent a malformed reply', { data: m, type: p.type, requestId })));
       }
     } else {
-      if (!(reply instanceof KvError) && !reply.success && reply.code === 'LIMIT_EXCEEDED') {
+      if (outcome.tooLarge) {
         this.largeGets = true;
         this.getManySize = Math.min(this.getManySize, this.batchSize);
       }

@@ -70,7 +70,7 @@ describe('getManyOutcome', () => {
 
   it('splits on LIMIT_EXCEEDED and VALIDATION_ERROR, and gives any other failure to each get with its own copy of data', () => {
     for (const code of ['LIMIT_EXCEEDED', 'VALIDATION_ERROR'] as const) {
-      expect(getManyOutcome({ ...envelope, success: false, code, error: 'no' }, gets)).toEqual({ kind: 'split' });
+      expect(getManyOutcome({ ...envelope, success: false, code, error: 'no' }, gets)).toEqual({ kind: 'split', tooLarge: code === 'LIMIT_EXCEEDED' });
     }
     const limited = { ...envelope, success: false as const, code: 'RATE_LIMITED' as const, error: 'busy', data: { retryAfterMs: 50 } };
     const outcome = getManyOutcome(limited, gets);

@@ -108,7 +108,7 @@ function isPlainObject(value: unknown): value is object {
   return typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype;
 }
 
-/** JSON.stringify of one element of a reply's array: a stored record, an object with one in it (a getMany item), or anything else. */
+/** JSON.stringify of one element of a reply's array: a record or getMany item carrying its text, an object with a record in it, or anything else. */
 export function elementJson(item: unknown): string {
   if (carriesJson(item)) return item.toJsonText();
   return typeof item === 'object' && item !== null && !Array.isArray(item) ? objectJson(item) : JSON.stringify(item);
