@@ -160,7 +160,7 @@ export class Connection {
   private closedError: KvError | undefined;
   private closing: Promise<void> | undefined;
   /** Frames made ready this tick, in the order the requests were made; sent by {@link flush}. */
-  private outbox: { requestId: string; frame: string; batchable: boolean; target: GetTarget | undefined }[] = [];
+  private outbox: { requestId: string; frame: string; batchable: boolean }[] = [];
   /** The socket the outbox is for: frames left for a socket that has since dropped are not sent. */
   private outboxSocket: WebSocketLike | undefined;
   /** Most single-key requests per batch frame on this connection (from the server's hello); below 2, no batching. */
@@ -561,7 +561,7 @@ export class Connection {
     // Ready and batching: every frame waits for the end of the tick, so that order is kept.
     if (this.outboxSocket !== socket) this.outbox = [];
     this.outboxSocket = socket;
-    this.outbox.push({ requestId, frame: entry.frame, batchable: SINGLE_RECORD_REQUESTS.has(entry.type as RequestType), target: entry.target });
+    this.outbox.push({ requestId, frame: entry.frame, batchable: SINGLE_RECORD_REQUESTS.has(entry.type as RequestType) });
     if (this.outbox.length === 1) endOfTick(() => this.flush());
   }
 
@@ -605,12 +605,12 @@ export class Connection {
       }
       gets = [];
     };
-    for (const { requestId, frame, batchable, target } of frames) {
+    for (const { requestId, frame, batchable } of frames) {
       const entry = this.pending.get(requestId);
       if (entry === undefined) continue;
       if (entry.type === 'kvStore.get' && this.getManySize >= 2) {
         // Gets commute: one that cannot go in a getMany goes beside it without ending the run.
-        if (target !== undefined) gets.push({ requestId, target, frame });
+        if (entry.target !== undefined) gets.push({ requestId, target: entry.target, frame });
         else batch(frame);
         continue;
       }

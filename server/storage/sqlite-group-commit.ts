@@ -160,7 +160,7 @@ export class GroupCommit<Mark> {
 
   /** Settles with `outcome` once every commit it may have seen is durable. */
   private whenDurable<T>(outcome: Outcome<T>): Promise<T> {
-    const newest = this.unsynced.at(-1) ?? this.syncing?.at(-1);
+    const newest = this.newestNotDurable();
     if (newest === undefined) return outcome.ok ? Promise.resolve(outcome.value) : Promise.reject(outcome.error);
     return new Promise<T>((resolve, reject) => {
       newest.waiters.push((failure) => {
@@ -222,12 +222,17 @@ export class GroupCommit<Mark> {
     }
     // Nothing of its own to sync, but a read that ran in the group may have seen earlier commits
     // whose sync is still to come: its outcome waits for those, as any read's does.
-    const newest = this.unsynced.at(-1) ?? this.syncing?.at(-1);
+    const newest = this.newestNotDurable();
     if (newest === undefined) return release(group);
     newest.waiters.push((failure) => {
       if (failure === undefined) release(group);
       else for (const waiter of group.waiters) waiter(failure);
     });
+  }
+
+  /** The newest committed group whose sync has not ended: once it is durable, so is every earlier one. */
+  private newestNotDurable(): Group<Mark> | undefined {
+    return this.unsynced.at(-1) ?? this.syncing?.at(-1);
   }
 
   /** Starts a sync of every commit so far, unless one is running (its end starts the next). */
