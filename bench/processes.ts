@@ -29,6 +29,26 @@ export function cpuTimeUs(pid: number): { user: number; system: number } {
   return { user: (Number(fields[11]) / CLOCK_TICKS) * 1e6, system: (Number(fields[12]) / CLOCK_TICKS) * 1e6 };
 }
 
+/** The whole machine's CPU time so far, from /proc/stat's first line, in clock ticks. */
+export interface MachineCpu {
+  total: number;
+  /** Time the hypervisor ran other guests while this machine had work: its cores were not ours. */
+  steal: number;
+}
+
+export function machineCpu(): MachineCpu {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
+  // cpu user nice system idle iowait irq softirq steal guest guest_nice; guest time is already in user and nice.
+  const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  return { total: ticks.reduce((sum, n) => sum + n, 0), steal: ticks[7] ?? 0 };
+}
+
+/** The share of the machine's CPU time between two readings that was stolen, 0 to 1. */
+export function stealShare(from: MachineCpu, to: MachineCpu): number {
+  const total = to.total - from.total;
+  return total > 0 ? (to.steal - from.steal) / total : 0;
+}
+
 /** Resident set size of the process, in bytes. */
 export function rssBytes(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');

@@ -29,12 +29,14 @@ import type { IdleTarget, RunCommand, RunResult, Target } from './driver.js';
 import {
   REPO_ROOT,
   cpuTimeUs,
+  machineCpu,
   redisVersion,
   rssBytes,
   startDriver,
   startFloor,
   startKvhub,
   startRedis,
+  stealShare,
   stopAll,
   type Child,
   type Driver,
@@ -108,6 +110,8 @@ interface RoundFigures {
   serverSystemShare: number;
   /** Driver CPU per op in microseconds (not for the ceiling). */
   driverCpuUsPerOp: number;
+  /** The share of the machine's CPU time the hypervisor gave to other guests during the window, 0 to 1. */
+  stealShare: number;
   /** Ops answered from the window's start until the last reply; of those, within the window. */
   ops: number;
   windowOps: number;
@@ -196,8 +200,10 @@ async function runCell(cell: Cell, round: number, servers: Servers, dir: string)
     const measuring = await d.next(warmupMs + 60_000);
     if (measuring['measuring'] !== true) return String(measuring['error'] ?? JSON.stringify(measuring));
     const cpu0 = pid === undefined ? undefined : cpuTimeUs(pid);
+    const machine0 = machineCpu();
     const stopped = await d.next(durationMs + 60_000);
     const cpu1 = pid === undefined ? undefined : cpuTimeUs(pid);
+    const machine1 = machineCpu();
     if (stopped['stopped'] !== true) return String(stopped['error'] ?? JSON.stringify(stopped));
     const line = await d.next(30_000);
     if (line['result'] === undefined) return String(line['error'] ?? JSON.stringify(line));
@@ -217,6 +223,7 @@ async function runCell(cell: Cell, round: number, servers: Servers, dir: string)
       serverCpuUsPerOp: (serverUser + serverSystem) / result.ops,
       serverSystemShare: cpu0 === undefined ? Number.NaN : serverSystem / Math.max(1, serverUser + serverSystem),
       driverCpuUsPerOp: pid === undefined ? Number.NaN : result.selfCpuUs / result.ops,
+      stealShare: stealShare(machine0, machine1),
       ops: result.ops,
       windowOps: result.windowOps,
       windowMs: result.windowMs,
@@ -271,6 +278,9 @@ function printTable(header: string[], rows: string[][], leftColumns: number): vo
   for (const row of rows) console.log(`  ${line(row)}`);
 }
 
+/** The CPU steal in a round from which a cell's notes mention it. */
+const NOTABLE_STEAL = 0.05;
+
 function notes(cell: Cell): string {
   const out: string[] = [];
   const errors: Record<string, number> = {};
@@ -281,6 +291,9 @@ function notes(cell: Cell): string {
   }
   for (const [code, n] of Object.entries(errors)) out.push(`${code} x${n}`);
   if (stuck > 0) out.push(`${stuck} unanswered`);
+  // Another guest of the hypervisor had part of the cores: such a round's figures run low.
+  const steal = Math.max(0, ...cell.rounds.map((r) => r.stealShare));
+  if (steal >= NOTABLE_STEAL) out.push(`CPU steal up to ${Math.round(steal * 100)}%`);
   const unwindowed = cell.rounds.filter((r) => !r.windowed).length;
   if (unwindowed > 0) out.push(`${unwindowed} round(s) without a reply inside the window (ops/s over window + drain)`);
   if (cell.failures.length > 0) out.push(`failed ${cell.failures.length}/${cell.failures.length + cell.rounds.length}: ${cell.failures[0]!.slice(0, 120)}`);
@@ -395,6 +408,7 @@ function gitCommit(): string {
 
 async function main(): Promise<void> {
   const started = Date.now();
+  const machineAtStart = machineCpu();
   const deadline = started + config.limitMinutes * 60_000;
   const dir = mkdtempSync(join(config.dir, 'kvhub-bench-'));
   let cleaned = false;
@@ -524,13 +538,18 @@ async function main(): Promise<void> {
   console.log(
     `\nMedians of ${config.rounds} round(s) of ${config.seconds} s. ops/s: requests answered with success per second;` +
       ' p50/p99: latency from send to reply; srv CPU: server process CPU time per op (ceiling: its own process), sys: the kernel part of it;' +
-      ' drv CPU: the driver process per op; vs floor / vs redis: ops/s ratios (redis = same durability, ioredis with auto-pipelining).',
+      ' drv CPU: the driver process per op; vs floor / vs redis: ops/s ratios (redis = same durability, ioredis with auto-pipelining);' +
+      ` notes name the CPU steal of a round from ${NOTABLE_STEAL * 100}% up (the hypervisor gave that share of the cores to other guests; such figures run low).`,
   );
   printResults(cells, idle);
   const measured = cells.map((c) => ({ ...c, complete: c.rounds.length === config.rounds && c.rounds.every((r) => r.windowed) }));
   const targets = checkTargets(measured, idle, { setManySize: SET_MANY_SIZE, quick: config.quick });
   printTargets(targets);
-  console.log(`\nfinished in ${Math.round(elapsedS)} s; load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} at the end; results in ${config.out}`);
+  const steal = stealShare(machineAtStart, machineCpu());
+  console.log(
+    `\nfinished in ${Math.round(elapsedS)} s; load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} at the end;` +
+      ` CPU steal ${(steal * 100).toFixed(1)}% over the run; results in ${config.out}`,
+  );
 
   const packageVersion = (name: string) => {
     try {
@@ -551,6 +570,7 @@ async function main(): Promise<void> {
           cpus: cpus().length,
           cpuModel: cpus()[0]?.model,
           loadAverageAtEnd: loadavg(),
+          stealShare: steal,
           versions: { ws: packageVersion('ws'), 'better-sqlite3': packageVersion('better-sqlite3'), ioredis: packageVersion('ioredis'), redis: redisVersion() },
           config: { ...config, out: undefined, dir: undefined },
           valueBytes: Buffer.byteLength(VALUE_JSON),

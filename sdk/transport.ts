@@ -55,6 +55,11 @@ export async function openSocket(settings: SocketSettings, WebSocket: WebSocketC
   const { default: NodeWebSocket } = await import('ws');
   const socket = new NodeWebSocket(settings.url, {
     perMessageDeflate: false,
+    // Each reply frame is handled in a task of its own, as a browser's WebSocket does, instead of
+    // every frame of one socket read in one go. The requests that a reply's awaiters make then
+    // leave before the next reply is read, so the server works on them while this process reads
+    // the rest: at 1 connection x 100 gets in flight, 28,266 -> 46,719 gets/s (bench/README.md).
+    allowSynchronousEvents: false,
     maxPayload: settings.maxPayloadBytes,
     ...(settings.token !== undefined ? { headers: { Authorization: `Bearer ${settings.token}` } } : {}),
   });

@@ -1,6 +1,7 @@
 import { once } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import { backoffDelay, DEFAULT_RECONNECT } from '../sdk/backoff.js';
@@ -390,6 +391,32 @@ describe('frames from the server', () => {
     await c.waitForReady();
     const replies = await Promise.all(['a', 'b', 'c', 'd'].map((key) => c.kvStore.get('i', 'n', key)));
     expect(replies.map((r) => (r.success ? (r.data as unknown as { echo: { key: string } }).echo.key : null))).toEqual(['a', 'b', 'c', 'd']);
+  });
+
+  it('handles each reply frame in its own task: what an awaiter sends leaves before the next reply is read', async () => {
+    const held: RawRequest[] = [];
+    let tcp: Duplex | undefined;
+    const raw = await startRawServer({
+      onConnection: (_socket, req) => void (tcp = req.socket),
+      onRequest: (request, socket) => {
+        if (held.push(request) < 2) return;
+        // Both replies in one write, so that the client reads them in one go.
+        tcp!.cork();
+        for (const r of held.splice(0)) socket.send(ok(r, { pong: true }));
+        tcp!.uncork();
+      },
+    });
+    const c = client({ url: raw.url, batchRequests: false });
+    await c.waitForReady();
+    const first = c.kvStore.ping();
+    let secondSettled = false;
+    const second = c.kvStore.ping().then(() => void (secondSettled = true));
+    await first;
+    // Every microtask and tick of the task that handled the first reply has run by now.
+    await new Promise((resolve) => process.nextTick(resolve));
+    expect(secondSettled).toBe(false);
+    await second;
+    expect(secondSettled).toBe(true);
   });
 
   it('a reply that is not an envelope rejects that request instead of hanging', async () => {
