@@ -1,5 +1,5 @@
 import { Buffer } from 'node:buffer';
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { z } from 'zod';
 import {
   ERROR_REPLY_TYPE,
@@ -176,7 +176,8 @@ async function replyTo(request: unknown, head: ReplyHead, ctx: FrameContext, rep
 function writeOptionsOf(type: RequestType, params: unknown, principal: Principal): WriteOptions {
   const { idempotencyKey, ...rest } = params as { idempotencyKey?: string };
   if (idempotencyKey === undefined) return {};
-  const fingerprint = createHash('sha256').update(type).update('\0').update(JSON.stringify(rest)).digest('base64url');
+  // One-shot: the same digest as createHash(...).update(type).update('\0').update(json), in half the time.
+  const fingerprint = hash('sha256', `${type}\0${JSON.stringify(rest)}`, 'base64url');
   return { idempotency: { owner: principal.owner, key: idempotencyKey, fingerprint } };
 }
 

@@ -1024,6 +1024,18 @@ export function runStorageContract(
         expect(await engine.get('nope', 'ns', 'k')).toBeNull();
       });
 
+      it('answers a repeat with the kept success even where running the write again would fail now', async () => {
+        const create = () => engine.set({ instanceId: 'i1', namespace: 'ns', key: 'once', value: json('first'), ifAbsent: true }, claim('c-1'));
+        const first = await create();
+        const revision = await engine.currentRevision();
+        expect(await create()).toEqual(first);
+        expect(await engine.currentRevision()).toBe(revision);
+        await expect(engine.set({ instanceId: 'i1', namespace: 'ns', key: 'once', value: json('second'), ifAbsent: true }, claim('c-2'))).rejects.toMatchObject({
+          code: 'CONFLICT',
+        });
+        expect((await get('once'))?.value).toBe('first');
+      });
+
       it('keeps keys per owner', async () => {
         await incr('n', claim('op-1', 'f1', 'alice'));
         expect((await incr('n', claim('op-1', 'f1', 'bob'))).value).toBe(2);
