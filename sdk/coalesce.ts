@@ -57,27 +57,44 @@ function isValidKey(key: unknown): key is string {
   return typeof key === 'string' && key.length > 0 && typeof key.isWellFormed === 'function' && key.isWellFormed() && utf8Length(key) <= MAX_KEY_BYTES;
 }
 
-/** A get waiting to go out: its requestId, its target, and its own frame (an upper bound of what its key adds to a getMany). */
+/** A get waiting to go out: its requestId and its target. */
 export interface QueuedGet {
   requestId: string;
   target: GetTarget;
-  frame: string;
+}
+
+/**
+ * An upper bound of the UTF-8 bytes of `text` written as a JSON string: an escaped character
+ * takes at most 6 bytes (\uXXXX), any other UTF-16 code unit at most 3, and two quotes.
+ */
+function jsonStringBytes(text: string): number {
+  return 6 * text.length + 2;
+}
+
+/**
+ * An upper bound of the UTF-8 bytes of a plain get's own frame, `{"type":"kvStore.get",
+ * "requestId":...,"params":{"instanceId":...,"namespace":...,"key":...}}`: most never need it
+ * built (they go in a getMany), so whether it would fit a frame is decided from this.
+ */
+export function getFrameBytes(requestId: string, target: GetTarget): number {
+  return 128 + requestId.length + jsonStringBytes(target.instanceId) + jsonStringBytes(target.namespace) + jsonStringBytes(target.key);
 }
 
 /**
  * The gets of a run grouped by instance and namespace, in the order each group's first get was
- * made, each group cut to at most `maxKeys` gets and to frames of at most `maxBytes` (counting 3
- * bytes per UTF-16 code unit of each get's own frame, which holds its key and more).
+ * made, each group cut to at most `maxKeys` gets and to getMany frames of at most `maxBytes`
+ * (counted with upper bounds: the envelope, instance id and namespace once, then each key).
  */
 export function groupGets(run: readonly QueuedGet[], maxKeys: number, maxBytes: number): QueuedGet[][] {
   const open = new Map<string, { gets: QueuedGet[]; bytes: number }>();
   const groups: QueuedGet[][] = [];
   for (const get of run) {
-    const place = `${get.target.instanceId.length}:${get.target.instanceId}${get.target.namespace}`;
-    const bytes = get.frame.length * 3;
+    const { instanceId, namespace, key } = get.target;
+    const place = `${instanceId.length}:${instanceId}${namespace}`;
+    const bytes = jsonStringBytes(key) + 1;
     let group = open.get(place);
     if (group === undefined || group.gets.length >= maxKeys || group.bytes + bytes > maxBytes) {
-      group = { gets: [], bytes: 256 };
+      group = { gets: [], bytes: 256 + jsonStringBytes(instanceId) + jsonStringBytes(namespace) };
       open.set(place, group);
       groups.push(group.gets);
     }

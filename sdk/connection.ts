@@ -2,7 +2,7 @@ import type { FailureReply, Reply, ReplyData, RequestType } from '../protocol/in
 import { batchCapacity, SINGLE_RECORD_REQUESTS } from '../protocol/batch.js';
 import { PROTOCOL_VERSION, utf8Length } from '../protocol/limits.js';
 import { backoffDelay, type ResolvedReconnectOptions } from './backoff.js';
-import { getManyFrame, getManyOutcome, getTarget, groupGets, MAX_GETS_PER_GET_MANY, type GetTarget, type QueuedGet } from './coalesce.js';
+import { getFrameBytes, getManyFrame, getManyOutcome, getTarget, groupGets, MAX_GETS_PER_GET_MANY, type GetTarget, type QueuedGet } from './coalesce.js';
 import { KvError } from './errors.js';
 import { isKeyedWrite, withIdempotencyKey } from './idempotency.js';
 import { isRefusal, OPEN, openSocket, terminateSocket, type WebSocketConstructor, type WebSocketLike } from './transport.js';
@@ -73,7 +73,11 @@ export const DEFAULT_PING_TIMEOUT_MS = 10_000;
 
 interface Pending {
   readonly type: string;
-  readonly frame: string;
+  /**
+   * The request's frame. A plain get's (one with a `target`) is built only if it goes out on its
+   * own (see {@link Connection.frameOf}): most go in a getMany, which never needs it.
+   */
+  frame: string | undefined;
   /** True while the frame is out on the current socket, waiting for its reply there. */
   sent: boolean;
   /** True once the frame went out on any socket: from then on whether the server ran it is unknown. */
@@ -160,7 +164,7 @@ export class Connection {
   private closedError: KvError | undefined;
   private closing: Promise<void> | undefined;
   /** Frames made ready this tick, in the order the requests were made; sent by {@link flush}. */
-  private outbox: { requestId: string; frame: string; batchable: boolean }[] = [];
+  private outbox: { requestId: string; batchable: boolean }[] = [];
   /** The socket the outbox is for: frames left for a socket that has since dropped are not sent. */
   private outboxSocket: WebSocketLike | undefined;
   /** Most single-key requests per batch frame on this connection (from the server's hello); below 2, no batching. */
@@ -503,9 +507,10 @@ export class Connection {
     const { signal } = options;
     if (signal?.aborted === true) return Promise.reject(abortError(signal, type, undefined));
     const requestId = String(++this.seq);
-    let frame: string;
+    const target = getTarget(type, params);
+    let frame: string | undefined;
     try {
-      frame = JSON.stringify({ type, requestId, params: params ?? {} });
+      if (target === undefined) frame = JSON.stringify({ type, requestId, params: params ?? {} });
     } catch (cause) {
       return Promise.reject(new KvError('VALIDATION_ERROR', `the params of ${type} cannot be sent as JSON`, { cause, type }));
     }
@@ -518,7 +523,7 @@ export class Connection {
         sent: false,
         everSent: false,
         resend: isKeyedWrite(type, params),
-        target: getTarget(type, params),
+        target,
         resolve,
         reject,
         timer: setTimeout(
@@ -539,7 +544,7 @@ export class Connection {
     if (socket === undefined || socket.readyState !== OPEN) return;
     // The server closes the whole connection (1009) on a frame above its limit, failing every
     // other request in flight with CONNECTION_CLOSED; refuse this one alone, before it goes out.
-    const tooLarge = this.oversize(entry.frame);
+    const tooLarge = this.surelyFits(entry, requestId) ? undefined : this.oversize(this.frameOf(entry, requestId));
     if (tooLarge !== undefined) {
       // LIMIT_EXCEEDED promises that nothing ran. A write going out again after a drop (to a
       // server that now has a lower limit) may have run before, so its outcome stays unknown.
@@ -557,11 +562,11 @@ export class Connection {
     }
     entry.sent = true;
     entry.everSent = true;
-    if ((this.batchSize < 2 && this.getManySize < 2) || this.current !== 'ready') return this.sendFrame(socket, entry.frame);
+    if ((this.batchSize < 2 && this.getManySize < 2) || this.current !== 'ready') return this.sendFrame(socket, this.frameOf(entry, requestId));
     // Ready and batching: every frame waits for the end of the tick, so that order is kept.
     if (this.outboxSocket !== socket) this.outbox = [];
     this.outboxSocket = socket;
-    this.outbox.push({ requestId, frame: entry.frame, batchable: SINGLE_RECORD_REQUESTS.has(entry.type as RequestType) });
+    this.outbox.push({ requestId, batchable: SINGLE_RECORD_REQUESTS.has(entry.type as RequestType) });
     if (this.outbox.length === 1) endOfTick(() => this.flush());
   }
 
@@ -596,7 +601,7 @@ export class Connection {
     let gets: QueuedGet[] = [];
     const sendGets = () => {
       for (const group of groupGets(gets, this.getManySize, maxPayloadBytes)) {
-        if (group.length === 1) batch(group[0]!.frame);
+        if (group.length === 1) batch(this.frameOf(this.pending.get(group[0]!.requestId)!, group[0]!.requestId));
         else {
           // After the requests before it: a get must see the writes made before it.
           sendRun();
@@ -605,15 +610,16 @@ export class Connection {
       }
       gets = [];
     };
-    for (const { requestId, frame, batchable } of frames) {
+    for (const { requestId, batchable } of frames) {
       const entry = this.pending.get(requestId);
       if (entry === undefined) continue;
       if (entry.type === 'kvStore.get' && this.getManySize >= 2) {
         // Gets commute: one that cannot go in a getMany goes beside it without ending the run.
-        if (entry.target !== undefined) gets.push({ requestId, target: entry.target, frame });
-        else batch(frame);
+        if (entry.target !== undefined) gets.push({ requestId, target: entry.target });
+        else batch(this.frameOf(entry, requestId));
         continue;
       }
+      const frame = this.frameOf(entry, requestId);
       sendGets();
       if (!batchable) {
         sendRun();
@@ -650,8 +656,23 @@ export class Connection {
         this.getManySize = Math.min(this.getManySize, this.batchSize);
       }
       const socket = this.socket;
-      for (const { requestId, frame } of gets) if (this.pending.has(requestId) && socket !== undefined) this.sendFrame(socket, frame);
+      for (const { requestId } of gets) {
+        const entry = this.pending.get(requestId);
+        if (entry !== undefined && socket !== undefined) this.sendFrame(socket, this.frameOf(entry, requestId));
+      }
     }
+  }
+
+  /** The request's frame, built on first need for a plain get (see {@link Pending.frame}). */
+  private frameOf(entry: Pending, requestId: string): string {
+    return (entry.frame ??= JSON.stringify({ type: entry.type, requestId, params: entry.target }));
+  }
+
+  /** True when the request surely fits the server's frames, decided without building a plain get's frame. */
+  private surelyFits(entry: Pending, requestId: string): boolean {
+    if (entry.frame !== undefined || entry.target === undefined) return false;
+    const maxPayloadBytes = this.serverMaxPayloadBytes();
+    return maxPayloadBytes === undefined || getFrameBytes(requestId, entry.target) <= maxPayloadBytes;
   }
 
   private sendFrame(socket: WebSocketLike, frame: string): void {

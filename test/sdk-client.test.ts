@@ -220,6 +220,16 @@ describe('requests larger than the server accepts', () => {
     await expect(c.kvStore.get('big', 'ns', 'small')).resolves.toMatchObject({ success: true, data: { value: { ok: true } } });
   });
 
+  it('refuses a plain get too large for a frame the same way, while the gets beside it go in a getMany', async () => {
+    const c = client({ url: server.url });
+    await c.waitForReady();
+    await c.kvStore.set('big', 'ns', 'small', 1, true);
+    const [near, far] = await Promise.allSettled([c.kvStore.get('big', 'ns', 'small'), c.kvStore.get('big', 'n'.repeat(300 * 1024), 'k')]);
+    expect(near).toMatchObject({ status: 'fulfilled', value: { success: true, data: { value: 1 } } });
+    expect(far).toMatchObject({ status: 'rejected', reason: { code: 'LIMIT_EXCEEDED', type: 'kvStore.get', data: { maxPayloadBytes } } });
+    expect(c.state).toBe('ready');
+  });
+
   it('measures the frame in UTF-8 bytes, not UTF-16 code units', async () => {
     const c = client({ url: server.url });
     await c.waitForReady();

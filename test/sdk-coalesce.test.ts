@@ -4,12 +4,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Reply } from '../protocol/index.js';
-import { getManyOutcome, getTarget, groupGets, type QueuedGet } from '../sdk/coalesce.js';
+import { Buffer } from 'node:buffer';
+import { getFrameBytes, getManyFrame, getManyOutcome, getTarget, groupGets, type QueuedGet } from '../sdk/coalesce.js';
 
 const queued = (requestId: string, instanceId: string, namespace: string, key: string): QueuedGet => ({
   requestId,
   target: { instanceId, namespace, key },
-  frame: JSON.stringify({ type: 'kvStore.get', requestId, params: { instanceId, namespace, key } }),
 });
 
 describe('getTarget', () => {
@@ -37,8 +37,25 @@ describe('groupGets', () => {
     // 'i' + 'a' and 'ia' + '' must not share a group.
     expect(ids(groupGets(run, 32, Infinity))).toEqual([['1', '3', '5'], ['2'], ['4']]);
     expect(ids(groupGets(run, 2, Infinity))).toEqual([['1', '3'], ['2'], ['4'], ['5']]);
-    const oneFrame = run[0]!.frame.length * 3;
-    expect(ids(groupGets(run, 32, 256 + 2 * oneFrame))).toEqual([['1', '3'], ['2'], ['4'], ['5']]);
+    // A getMany of 'i'/'a' counts 256 + 8 + 8 bytes, and 6 + 2 + 1 more per one-character key.
+    expect(ids(groupGets(run, 32, 272 + 2 * 9))).toEqual([['1', '3'], ['2'], ['4'], ['5']]);
+    expect(ids(groupGets(run, 32, 272 + 3 * 9))).toEqual([['1', '3', '5'], ['2'], ['4']]);
+  });
+
+  it('counts no fewer bytes than the getMany frame takes, whatever the names hold', () => {
+    const names = ['k', '\u0000\u001f"\\', 'é'.repeat(100), '😀'.repeat(50), '\u2028x'];
+    for (const instanceId of names) {
+      for (const key of names) {
+        const run = [queued('1', instanceId, 'n', key), queued('2', instanceId, 'n', key)];
+        const frame = getManyFrame('12345', run);
+        const bytes = Buffer.byteLength(frame);
+        // A cap of exactly the frame's size keeps both gets only if the bound is not below it.
+        expect(groupGets(run, 32, bytes - 1)).toHaveLength(2);
+        expect(Buffer.byteLength(JSON.stringify({ type: 'kvStore.get', requestId: '12345', params: run[0]!.target }))).toBeLessThanOrEqual(
+          getFrameBytes('12345', run[0]!.target),
+        );
+      }
+    }
   });
 });
 
