@@ -75,7 +75,8 @@ interface Pending {
   readonly type: string;
   /**
    * The request's frame. A plain get's (one with a `target`) is built only if it goes out on its
-   * own (see {@link Connection.frameOf}): most go in a getMany, which never needs it.
+   * own, or if an upper bound of its size cannot tell that it fits the server's frames (see
+   * {@link Connection.frameOf}): most go in a getMany, which never needs it.
    */
   frame: string | undefined;
   /** True while the frame is out on the current socket, waiting for its reply there. */
@@ -163,9 +164,9 @@ export class Connection {
   /** Why the connection is closed for good: what requests made from now on reject with. */
   private closedError: KvError | undefined;
   private closing: Promise<void> | undefined;
-  /** Frames made ready this tick, in the order the requests were made; sent by {@link flush}. */
+  /** The requests made ready this tick, in the order they were made; sent by {@link flush}. */
   private outbox: { requestId: string; batchable: boolean }[] = [];
-  /** The socket the outbox is for: frames left for a socket that has since dropped are not sent. */
+  /** The socket the outbox is for: requests left for a socket that has since dropped are not sent. */
   private outboxSocket: WebSocketLike | undefined;
   /** Most single-key requests per batch frame on this connection (from the server's hello); below 2, no batching. */
   private batchSize = 0;
@@ -507,9 +508,11 @@ export class Connection {
     const { signal } = options;
     if (signal?.aborted === true) return Promise.reject(abortError(signal, type, undefined));
     const requestId = String(++this.seq);
-    const target = getTarget(type, params);
+    let target: GetTarget | undefined;
     let frame: string | undefined;
     try {
+      // Both read the params, whose getters may throw.
+      target = getTarget(type, params);
       if (target === undefined) frame = JSON.stringify({ type, requestId, params: params ?? {} });
     } catch (cause) {
       return Promise.reject(new KvError('VALIDATION_ERROR', `the params of ${type} cannot be sent as JSON`, { cause, type }));
@@ -571,7 +574,7 @@ export class Connection {
   }
 
   /**
-   * Sends the frames of the outbox in order: each run of gets with nothing between them as one
+   * Sends the requests of the outbox in order: each run of gets with nothing between them as one
    * getMany per instance and namespace (see coalesce.ts), each run of single-key requests as
    * batch frames of at most `batchSize` elements (and maxPayloadBytes), anything else on its own.
    * A socket that dropped meanwhile gets nothing: its requests were already failed or queued
@@ -601,8 +604,11 @@ export class Connection {
     let gets: QueuedGet[] = [];
     const sendGets = () => {
       for (const group of groupGets(gets, this.getManySize, maxPayloadBytes)) {
-        if (group.length === 1) batch(this.frameOf(this.pending.get(group[0]!.requestId)!, group[0]!.requestId));
-        else {
+        if (group.length === 1) {
+          const { requestId } = group[0]!;
+          const entry = this.pending.get(requestId);
+          if (entry !== undefined) batch(this.frameOf(entry, requestId));
+        } else {
           // After the requests before it: a get must see the writes made before it.
           sendRun();
           this.sendGetMany(socket, group);

@@ -109,8 +109,9 @@ export interface WatchLink {
  * resubscribes them after a reconnect. One per client.
  *
  * Pushes that name a subscription not known yet are held while a watch request awaits its reply:
- * the server sends the reply before the first event, but `ws` may hand several frames of one
- * network read to the SDK before the reply's promise continuation runs.
+ * the server sends the reply before the first event, but a socket may hand over several frames
+ * before the reply's promise continuation runs (a `ws` socket passed in as `WebSocket` hands over
+ * every frame of one network read at once; the SDK's own takes one frame per task).
  */
 export class WatchHub {
   private readonly subscriptions = new Set<Subscription>();

@@ -220,7 +220,7 @@ describe('requests larger than the server accepts', () => {
     await expect(c.kvStore.get('big', 'ns', 'small')).resolves.toMatchObject({ success: true, data: { value: { ok: true } } });
   });
 
-  it('refuses a plain get too large for a frame the same way, while the gets beside it go in a getMany', async () => {
+  it('refuses a plain get too large for a frame the same way, and answers the get made beside it', async () => {
     const c = client({ url: server.url });
     await c.waitForReady();
     await c.kvStore.set('big', 'ns', 'small', 1, true);
@@ -403,7 +403,7 @@ describe('frames from the server', () => {
     expect(replies.map((r) => (r.success ? (r.data as unknown as { echo: { key: string } }).echo.key : null))).toEqual(['a', 'b', 'c', 'd']);
   });
 
-  it('handles each reply frame in its own task: what an awaiter sends leaves before the next reply is read', async () => {
+  it('handles each reply frame in its own task: the awaiter of the first of two replies read at once runs before the second is handled', async () => {
     const held: RawRequest[] = [];
     let tcp: Duplex | undefined;
     const raw = await startRawServer({

@@ -2,9 +2,9 @@
  * The SDK's grouping of gets into getManys and its reading of a getMany's reply, as pure
  * functions; test/coalesced-gets.test.ts runs them end to end against a real server.
  */
+import { Buffer } from 'node:buffer';
 import { describe, expect, it } from 'vitest';
 import type { Reply } from '../protocol/index.js';
-import { Buffer } from 'node:buffer';
 import { getFrameBytes, getManyFrame, getManyOutcome, getTarget, groupGets, type QueuedGet } from '../sdk/coalesce.js';
 
 const queued = (requestId: string, instanceId: string, namespace: string, key: string): QueuedGet => ({
@@ -49,7 +49,7 @@ describe('groupGets', () => {
         const run = [queued('1', instanceId, 'n', key), queued('2', instanceId, 'n', key)];
         const frame = getManyFrame('12345', run);
         const bytes = Buffer.byteLength(frame);
-        // A cap of exactly the frame's size keeps both gets only if the bound is not below it.
+        // A cap one byte below the frame's size must split the two gets: the bound is not below the size.
         expect(groupGets(run, 32, bytes - 1)).toHaveLength(2);
         expect(Buffer.byteLength(JSON.stringify({ type: 'kvStore.get', requestId: '12345', params: run[0]!.target }))).toBeLessThanOrEqual(
           getFrameBytes('12345', run[0]!.target),

@@ -144,6 +144,21 @@ describe('a full database: at its size cap (maxDbBytes), or on a full disk', () 
     expect((await get(late, stored.at(-1)!)).data.exists).toBe(true);
   });
 
+  it('answers a repeated keyed write with its kept reply on a database filled to the last page', async () => {
+    const { url } = await server({ maxDbBytes: MiB });
+    const client = await connect(url);
+    const keyed = { instanceId: INSTANCE, namespace: NS, key: 'kept', value: 'v', autoCreateInstance: true, idempotencyKey: 'op-1' };
+    const first = await call(client, 'set', keyed);
+    expect(first.success).toBe(true);
+    expectDatabaseFull((await fillUp(client, 'big-', BIG)).failure);
+    const small = await fillUp(client, 'small-', 's'.repeat(200), 5000);
+    expectDatabaseFull(small.failure);
+    // A repeat is a lookup: running the set again would need room for its change-log entry.
+    const repeat = await call(client, 'set', keyed);
+    expect(repeat).toMatchObject({ success: true, data: { record: first.data.record } });
+    expectDatabaseFull(await set(client, 'one-more', 's'.repeat(200)));
+  });
+
   it('stores none of a setMany or an atomic that does not fit, and takes no revision for it', async () => {
     const { url } = await server({ maxDbBytes: MiB });
     const client = await connect(url);

@@ -169,7 +169,7 @@ function prepareStatements(db: Database.Database) {
 
     getKeptReply: db.prepare<[string, string], KeptReplyRow>('SELECT fingerprint, outcome FROM kept_replies WHERE owner = ? AND key = ?'),
     keepReply: db.prepare<[string, string, string, string, number]>(
-      'INSERT INTO kept_replies (owner, key, fingerprint, outcome, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner, key) DO NOTHING',
+      'INSERT INTO kept_replies (owner, key, fingerprint, outcome, created_at) VALUES (?, ?, ?, ?, ?)',
     ),
     pruneKeptReplies: db.prepare<[number, number]>(
       'DELETE FROM kept_replies WHERE rowid IN (SELECT rowid FROM kept_replies WHERE created_at < ? ORDER BY created_at LIMIT ?)',
@@ -250,9 +250,6 @@ const BACKUP_PAGES_PER_STEP = 256;
  */
 const ROW_CACHE_ENTRIES = 100_000;
 const ROW_CACHE_BYTES = 48 * 1024 * 1024;
-
-/** Thrown inside a keyed write's savepoint to roll back a write that turned out to be a repeat (see keyed). */
-const REPEATED = new Error('a keyed write repeated: its kept outcome is the reply');
 
 /** Query statements are built per shape; this many shapes stay prepared. */
 const STATEMENT_CACHE_SIZE = 200;
@@ -902,43 +899,29 @@ class SqliteEngine implements StorageEngine {
    * returned, not thrown, so that a kept failure (a CONFLICT, say) stays kept: the failed write's
    * own changes roll back in an inner savepoint, the kept row commits with the group.
    *
-   * Most keys are new, so the write runs first and its kept row is inserted after it, without
-   * looking for one before: a repeat shows as a row already there, and the write it ran again is
-   * rolled back with its savepoint. That saves a lookup per keyed write and costs a repeat a write.
+   * The kept row is looked up before the write runs, not learnt of from a conflict when it is
+   * inserted after: a repeat must cost a lookup, never a run of the write again, which could fail
+   * on its own (SQLITE_FULL at the size cap ends the whole group's transaction) and would clear
+   * the row cache when rolled back.
    */
   private keyed<T>(claim: IdempotencyClaim, fn: () => T): Outcome<T> {
+    const kept = this.stmts.getKeptReply.get(claim.owner, claim.key);
+    if (kept !== undefined) {
+      if (kept.fingerprint !== claim.fingerprint) {
+        throw invalidParam(['idempotencyKey'], `the key '${claim.key}' was already used by a write with other params`);
+      }
+      return parseOutcome<T>(kept.outcome);
+    }
     let outcome: Outcome<T>;
     try {
-      outcome = {
-        ok: true,
-        value: this.group.savepoint(() => {
-          const value = fn();
-          if (!this.keep(claim, { ok: true, value })) throw REPEATED;
-          return value;
-        }),
-      };
+      outcome = { ok: true, value: this.group.savepoint(fn) };
     } catch (error) {
-      if (error === REPEATED) return this.keptOutcome<T>(claim);
       // STORAGE_ERROR and INTERNAL_ERROR are not kept: a retry may succeed.
       if (!isKeptFailure(error) || !this.db.inTransaction) throw error;
       outcome = { ok: false, error };
-      if (!this.keep(claim, outcome)) return this.keptOutcome<T>(claim);
     }
+    this.stmts.keepReply.run(claim.owner, claim.key, claim.fingerprint, keptOutcome(outcome), this.now());
     return outcome;
-  }
-
-  /** Keeps `outcome` under the claim's key; false when the key is kept already (a repeat). */
-  private keep(claim: IdempotencyClaim, outcome: Outcome<unknown>): boolean {
-    return this.stmts.keepReply.run(claim.owner, claim.key, claim.fingerprint, keptOutcome(outcome), this.now()).changes === 1;
-  }
-
-  /** The outcome kept under the claim's key, which is there; refused when it was kept for other params. */
-  private keptOutcome<T>(claim: IdempotencyClaim): Outcome<T> {
-    const kept = this.stmts.getKeptReply.get(claim.owner, claim.key)!;
-    if (kept.fingerprint !== claim.fingerprint) {
-      throw invalidParam(['idempotencyKey'], `the key '${claim.key}' was already used by a write with other params`);
-    }
-    return parseOutcome<T>(kept.outcome);
   }
 
   private transactionState(): TransactionState<Mark> {
