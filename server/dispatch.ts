@@ -43,20 +43,21 @@ interface ReplyHead {
 /** The reply frame to a text frame (one reply, or an array of replies for a batch) and its after-send tasks. */
 export async function answerFrame(text: string, ctx: DispatchContext, logger: Logger): Promise<Answer> {
   const afterSend: (() => void)[] = [];
-  const frame = await replyFrame(text, { ...ctx, afterReply: (task) => void afterSend.push(task) }, logger);
+  const frame = await replyFrame(text, ctx, (task) => void afterSend.push(task), logger);
   return { frame, afterSend };
 }
 
-type FrameContext = DispatchContext & Pick<HandlerContext, 'afterReply'>;
+/** Runs a task once the frame holding the reply has been sent (see HandlerContext.afterReply). */
+type AfterReply = HandlerContext['afterReply'];
 
-async function replyFrame(text: string, ctx: FrameContext, logger: Logger): Promise<string> {
+async function replyFrame(text: string, ctx: DispatchContext, afterReply: AfterReply, logger: Logger): Promise<string> {
   let frame: unknown;
   try {
     frame = JSON.parse(text);
   } catch {
     return JSON.stringify(failure({ type: ERROR_REPLY_TYPE, requestId: null }, malformed('the frame is not valid JSON')));
   }
-  if (!Array.isArray(frame)) return answerRequest(frame, ctx, ctx.limits.maxPayloadBytes - ENVELOPE_RESERVE_BYTES, logger);
+  if (!Array.isArray(frame)) return answerRequest(frame, ctx, afterReply, ctx.limits.maxPayloadBytes - ENVELOPE_RESERVE_BYTES, logger);
   if (frame.length === 0) {
     return JSON.stringify(failure({ type: ERROR_REPLY_TYPE, requestId: null }, malformed('a batch holds at least one request')));
   }
@@ -68,7 +69,7 @@ async function replyFrame(text: string, ctx: FrameContext, logger: Logger): Prom
     );
     return JSON.stringify(failure({ type: ERROR_REPLY_TYPE, requestId: null }, error));
   }
-  return answerBatch(frame, ctx, logger);
+  return answerBatch(frame, ctx, afterReply, logger);
 }
 
 /** The reply to a binary frame, which the protocol does not use. */
@@ -87,7 +88,7 @@ export function binaryFrameReply(): string {
  * writes of a batch share one group commit (one fsync) instead of each waiting for its own. Any
  * other element waits for every earlier one, then gets the exact room left as its budget.
  */
-async function answerBatch(requests: unknown[], ctx: FrameContext, logger: Logger): Promise<string> {
+async function answerBatch(requests: unknown[], ctx: DispatchContext, afterReply: AfterReply, logger: Logger): Promise<string> {
   const elementReserve = singleReplyRoom(ctx.limits.maxValueBytes);
   /** Room left after the finished elements, exactly. */
   let remaining = ctx.limits.maxPayloadBytes - ENVELOPE_RESERVE_BYTES;
@@ -107,9 +108,9 @@ async function answerBatch(requests: unknown[], ctx: FrameContext, logger: Logge
     if (remaining < elementReserve) {
       running.push(Promise.resolve(notRun(request, ctx.limits.maxPayloadBytes)));
     } else if (startsAtOnce) {
-      running.push(answerRequest(request, ctx, elementReserve - ENVELOPE_RESERVE_BYTES, logger));
+      running.push(answerRequest(request, ctx, afterReply, elementReserve - ENVELOPE_RESERVE_BYTES, logger));
     } else {
-      running.push(answerRequest(request, ctx, remaining - ENVELOPE_RESERVE_BYTES, logger));
+      running.push(answerRequest(request, ctx, afterReply, remaining - ENVELOPE_RESERVE_BYTES, logger));
       await finishRunning();
     }
   }
@@ -124,10 +125,10 @@ function notRun(request: unknown, maxPayloadBytes: number): string {
 }
 
 /** Exactly one serialized reply for one request, whatever it holds. */
-async function answerRequest(request: unknown, ctx: FrameContext, replyBudget: number, logger: Logger): Promise<string> {
+async function answerRequest(request: unknown, ctx: DispatchContext, afterReply: AfterReply, replyBudget: number, logger: Logger): Promise<string> {
   const head = headOf(request);
   const started = performance.now();
-  const reply = await replyTo(request, head, ctx, replyBudget, logger);
+  const reply = await replyTo(request, head, ctx, { afterReply, replyBudget }, logger);
   ctx.metrics.observe(head.type, reply.success ? undefined : reply.code, (performance.now() - started) / 1000);
   try {
     return replyJson(reply);
@@ -137,7 +138,13 @@ async function answerRequest(request: unknown, ctx: FrameContext, replyBudget: n
   }
 }
 
-async function replyTo(request: unknown, head: ReplyHead, ctx: FrameContext, replyBudget: number, logger: Logger): Promise<Reply> {
+async function replyTo(
+  request: unknown,
+  head: ReplyHead,
+  ctx: DispatchContext,
+  own: Pick<HandlerContext, 'afterReply' | 'replyBudget'>,
+  logger: Logger,
+): Promise<Reply> {
   if (head.requestId === null) {
     return failure(head, malformed('a request is an object with a string type and a requestId of 1 to 128 characters'));
   }
@@ -155,7 +162,7 @@ async function replyTo(request: unknown, head: ReplyHead, ctx: FrameContext, rep
     authorize(type, parsed.data as Params<RequestType>, ctx.principal);
     const handler = handlers[type] as (params: unknown, ctx: HandlerContext) => Promise<unknown>;
     const writeOptions = () => writeOptionsOf(type, parsed.data, ctx.principal);
-    const data = await handler(parsed.data, { ...ctx, replyBudget, writeOptions });
+    const data = await handler(parsed.data, handlerContext(ctx, own, writeOptions));
     return { type, requestId: head.requestId, success: true, data, timestamp: isoTime(Date.now()) };
   } catch (error) {
     if (error instanceof ProtocolError) {
@@ -166,6 +173,32 @@ async function replyTo(request: unknown, head: ReplyHead, ctx: FrameContext, rep
     logger.error('request failed unexpectedly', { type, requestId: head.requestId, ...describeError(error) });
     return failure(head, new ProtocolError(ErrorCode.INTERNAL_ERROR, 'the server failed to handle this request'));
   }
+}
+
+/**
+ * A handler's context: the connection's, and what is the request's own. Built field by field
+ * because on Node 20 a spread of the connection's dozen fields into an object with more
+ * (`{ ...ctx, replyBudget }`) took about 3 µs, a third of all the CPU a ping costs; this
+ * literal's one shape takes a fraction of that. (TypeScript catches a field left out here.)
+ */
+function handlerContext(
+  ctx: DispatchContext,
+  own: Pick<HandlerContext, 'afterReply' | 'replyBudget'>,
+  writeOptions: HandlerContext['writeOptions'],
+): HandlerContext {
+  return {
+    engine: ctx.engine,
+    limits: ctx.limits,
+    connectionLimits: ctx.connectionLimits,
+    durability: ctx.durability,
+    serverVersion: ctx.serverVersion,
+    watch: ctx.watch,
+    session: ctx.session,
+    principal: ctx.principal,
+    replyBudget: own.replyBudget,
+    afterReply: own.afterReply,
+    writeOptions,
+  };
 }
 
 /**
@@ -298,6 +331,10 @@ export function rateLimitedFrame(text: string, limits: { maxInFlight: number; ma
  * The reply envelope to one request that is already an object in this process (embedded mode):
  * the same checks and handlers as a request read from a frame, with no JSON text around it.
  */
-export function replyToRequest(request: { type: string; requestId: string; params?: unknown }, ctx: FrameContext, logger: Logger): Promise<Reply> {
-  return replyTo(request, headOf(request), ctx, ctx.limits.maxPayloadBytes - ENVELOPE_RESERVE_BYTES, logger);
+export function replyToRequest(
+  request: { type: string; requestId: string; params?: unknown },
+  ctx: DispatchContext & Pick<HandlerContext, 'afterReply'>,
+  logger: Logger,
+): Promise<Reply> {
+  return replyTo(request, headOf(request), ctx, { afterReply: ctx.afterReply, replyBudget: ctx.limits.maxPayloadBytes - ENVELOPE_RESERVE_BYTES }, logger);
 }
