@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { RawData, WebSocket } from 'ws';
 import { answerFrame, binaryFrameReply, rateLimitedFrame, requestCount, type Answer, type DispatchContext } from './dispatch.js';
 import { describeError, type Logger } from './logger.js';
+import type { PendingWork } from './pending-work.js';
 import type { WatchSession } from './watch.js';
 
 /** What a connection needs from its server. */
@@ -17,8 +18,8 @@ export interface ConnectionDeps {
   maxInFlight: number;
   /** True once the server is shutting down: frames that arrive then are not answered. */
   isClosing(): boolean;
-  /** Lets the server wait for this work before it closes the database. */
-  track(work: Promise<void>): void;
+  /** Frames being answered, which the server waits for before it closes the database. */
+  work: Pick<PendingWork, 'start' | 'finish'>;
 }
 
 const CLOSE_TRY_AGAIN_LATER = 1013;
@@ -71,15 +72,30 @@ export function serveConnection(ws: WebSocket, request: IncomingMessage, deps: C
   // Requests received and not yet answered. Without a cap, a client that pipelines without
   // waiting could make the server hold any number of parsed requests and pending replies.
   let inFlight = 0;
-  const { maxInFlight } = deps;
+  const { maxInFlight, work } = deps;
+  const failed = (error: unknown) => logger.error('failed to answer a frame', { peer, ...describeError(error) });
   /** Sends `frame` once it is ready; `count` requests stay in flight until then. */
   const answer = (frame: Promise<Answer>, count: number) => {
     inFlight += count;
-    deps.track(
-      frame
-        .then(send)
-        .catch((error: unknown) => logger.error('failed to answer a frame', { peer, ...describeError(error) }))
-        .finally(() => void (inFlight -= count)),
+    work.start();
+    const finish = () => {
+      inFlight -= count;
+      work.finish();
+    };
+    // One reaction per frame, not a then/catch/finally chain: this runs for every frame.
+    frame.then(
+      (ready) => {
+        try {
+          send(ready);
+        } catch (error) {
+          failed(error);
+        }
+        finish();
+      },
+      (error: unknown) => {
+        failed(error);
+        finish();
+      },
     );
   };
   ws.on('message', (data: RawData, isBinary: boolean) => {

@@ -25,6 +25,7 @@ import { Metrics } from './metrics.js';
 import { DEFAULT_CHANGE_RETENTION, startHousekeeping } from './housekeeping.js';
 import { checkPeriodicBackups, startPeriodicBackups, type PeriodicBackupOptions } from './backup.js';
 import { SERVER_VERSION } from './version.js';
+import { PendingWork } from './pending-work.js';
 import { WatchHub } from './watch.js';
 import { serveInspector } from './inspector/index.js';
 
@@ -184,7 +185,7 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
     // Without this, ws would select the first protocol offered, which may be `kvhub.bearer.<token>`.
     handleProtocols: (offered) => selectSubprotocol(offered),
   });
-  const inFlight = new Set<Promise<void>>();
+  const inFlight = new PendingWork();
   let closing = false;
   const shared = { engine, limits, connectionLimits, durability, serverVersion: SERVER_VERSION, watch, metrics };
   async function metricsText(): Promise<string> {
@@ -198,10 +199,7 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
     heartbeatIntervalMs: connectionLimits.heartbeatIntervalMs,
     maxInFlight: connectionLimits.maxInFlight,
     isClosing: () => closing,
-    track(work) {
-      inFlight.add(work);
-      void work.finally(() => inFlight.delete(work));
-    },
+    work: inFlight,
   };
 
   http.on('clientError', (error: NodeJS.ErrnoException, socket) => {
@@ -263,7 +261,7 @@ export async function createServer(options: ServerOptions = {}): Promise<KvhubSe
   async function close(): Promise<void> {
     closing = true;
     http.close();
-    while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+    await inFlight.idle();
     await Promise.all(
       [...wss.clients].map(async (ws) => {
         if (ws.readyState === ws.CLOSED) return;
