@@ -18,7 +18,7 @@ import { decodeCursor, encodeCursor } from './cursor.js';
 import { toQueryInput } from './query.js';
 import { assertFits, fitToBudget, wireSize } from './reply-budget.js';
 import type { AtomicOpInput, StorageEngine, StoredValue, WriteOptions } from './storage/engine.js';
-import { KeyReading } from './storage/record-json.js';
+import { KeyReading, Reading } from './storage/record-json.js';
 import { encodeValue } from './values.js';
 import type { WatchHub, WatchSession } from './watch.js';
 
@@ -96,8 +96,7 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
   },
 
   'kvStore.get': async (p, { engine }) => {
-    const record = await engine.get(p.instanceId, p.namespace, p.key);
-    return { value: record ? record.value : null, exists: record !== null, record };
+    return new Reading(await engine.get(p.instanceId, p.namespace, p.key));
   },
   'kvStore.set': async (p, { engine, limits, writeOptions }) => {
     const ttlMs = checkTtl(p.ttlMs, ['ttlMs']);

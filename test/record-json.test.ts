@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { elementJson, KeyReading, objectJson, recordJson, valueJson } from '../server/storage/record-json.js';
+import { elementJson, KeyReading, objectJson, Reading, recordJson, valueJson } from '../server/storage/record-json.js';
 import { openSqliteEngine } from '../server/storage/sqlite.js';
 import { encodeValue } from '../server/values.js';
 
@@ -26,6 +26,11 @@ describe('JSON spliced from stored text', () => {
           expect(recordJson(record)).toBe(JSON.stringify(record));
           const getReply = { value: record.value, exists: true, record };
           expect(objectJson(getReply)).toBe(JSON.stringify(getReply));
+          // get's reply carries its own text, with the fields of the plain reply.
+          expect(JSON.stringify(new Reading(record))).toBe(JSON.stringify(getReply));
+          for (const reading of [new Reading(record), new Reading(null), new Reading({ ...record })]) {
+            expect(objectJson(reading)).toBe(JSON.stringify(reading));
+          }
           // query's reply holds its records one level down, next to plain fields.
           const queryReply = { result: { records: [record], total: 1, limit: 10, offset: 0 } };
           expect(objectJson(queryReply)).toBe(JSON.stringify(queryReply));
@@ -45,6 +50,20 @@ describe('JSON spliced from stored text', () => {
       }),
       { numRuns: 300, seed: 7 },
     );
+    await engine.close();
+  });
+
+  it('builds each version of a key its own text, though the text of a cached row is kept', async () => {
+    const engine = openSqliteEngine(':memory:');
+    const write = (value: unknown) =>
+      engine.set({ instanceId: 'i', namespace: 'n', key: 'k', value: encodeValue(value, undefined, 100), autoCreate: true });
+    for (const value of ['first', { second: true }, 3]) {
+      const written = await write(value);
+      for (const record of [written, (await engine.get('i', 'n', 'k'))!, (await engine.get('i', 'n', 'k'))!]) {
+        expect(JSON.parse(recordJson(record))).toMatchObject({ value, version: written.version });
+        expect(recordJson(record)).toBe(JSON.stringify(record));
+      }
+    }
     await engine.close();
   });
 

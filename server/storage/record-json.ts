@@ -9,8 +9,12 @@ import type { KvRecord } from '../../protocol/index.js';
  */
 export class StoredRecord implements KvRecord {
   readonly #valueJson: string;
-  /** The record's JSON once built: the change log and the reply both need it. */
-  #json: string | undefined;
+  /**
+   * Holds the record's JSON once built: the change log and the reply both need it. An engine may
+   * pass a holder that outlives the record (its cached row), so that the next read of the same
+   * version of the key finds the text built.
+   */
+  readonly #built: { json?: string };
 
   constructor(
     readonly id: string,
@@ -26,8 +30,10 @@ export class StoredRecord implements KvRecord {
     readonly createdAt: string,
     readonly updatedAt: string,
     readonly expiresAt: string | null,
+    built: { json?: string } = {},
   ) {
     this.#valueJson = valueJson;
+    this.#built = built;
   }
 
   /** The exact JSON text of `value`. */
@@ -37,7 +43,7 @@ export class StoredRecord implements KvRecord {
 
   /** The record's JSON text, field for field what JSON.stringify gives. */
   toJsonText(): string {
-    return (this.#json ??=
+    return (this.#built.json ??=
       `{"id":${JSON.stringify(this.id)},"instanceId":${JSON.stringify(this.instanceId)},"namespace":${JSON.stringify(this.namespace)},` +
       `"key":${JSON.stringify(this.key)},"value":${this.#valueJson},"contentType":${JSON.stringify(this.contentType)},` +
       `"version":${this.version},"revision":${this.revision},"createdAt":"${this.createdAt}","updatedAt":"${this.updatedAt}",` +
@@ -48,6 +54,33 @@ export class StoredRecord implements KvRecord {
 /** The JSON text of `record`, spliced around its stored value text when it has one. */
 export function recordJson(record: KvRecord): string {
   return record instanceof StoredRecord ? record.toJsonText() : JSON.stringify(record);
+}
+
+/** The JSON text of a reply's `value` beside `record`: the stored text when it carries it. */
+function valueText(record: KvRecord | null): string {
+  if (record === null) return 'null';
+  return record instanceof StoredRecord ? record.valueJson : JSON.stringify(record.value);
+}
+
+/**
+ * A get reply's data, `{ value, exists, record }`, whose JSON text is spliced around the record's
+ * stored text: the value is not serialized again, and no generic walk over the fields runs.
+ */
+export class Reading {
+  readonly value: unknown;
+  readonly exists: boolean;
+  readonly record: KvRecord | null;
+
+  constructor(record: KvRecord | null) {
+    this.value = record === null ? null : record.value;
+    this.exists = record !== null;
+    this.record = record;
+  }
+
+  toJsonText(): string {
+    const { record } = this;
+    return `{"value":${valueText(record)},"exists":${this.exists},"record":${record === null ? 'null' : recordJson(record)}}`;
+  }
 }
 
 /**
@@ -72,14 +105,13 @@ export class KeyReading {
   toJsonText(): string {
     if (this.#json !== undefined) return this.#json;
     const { record } = this;
-    const value = record === null ? 'null' : record instanceof StoredRecord ? record.valueJson : JSON.stringify(record.value);
-    return (this.#json = `{"key":${JSON.stringify(this.key)},"exists":${this.exists},"value":${value},"record":${record === null ? 'null' : recordJson(record)}}`);
+    return (this.#json = `{"key":${JSON.stringify(this.key)},"exists":${this.exists},"value":${valueText(record)},"record":${record === null ? 'null' : recordJson(record)}}`);
   }
 }
 
-/** Objects that carry their own JSON text (see StoredRecord and KeyReading). */
-function carriesJson(item: unknown): item is StoredRecord | KeyReading {
-  return item instanceof StoredRecord || item instanceof KeyReading;
+/** Objects that carry their own JSON text (see StoredRecord, Reading and KeyReading). */
+function carriesJson(item: unknown): item is StoredRecord | Reading | KeyReading {
+  return item instanceof StoredRecord || item instanceof Reading || item instanceof KeyReading;
 }
 
 /**
@@ -89,6 +121,7 @@ function carriesJson(item: unknown): item is StoredRecord | KeyReading {
  * object among the fields is written the same way, one level down (query's `result`).
  */
 export function objectJson(data: object, nested = true): string {
+  if (carriesJson(data)) return data.toJsonText();
   const fields = Object.entries(data);
   const beside = fields.find(([, field]) => field instanceof StoredRecord)?.[1] as StoredRecord | undefined;
   let json = '';

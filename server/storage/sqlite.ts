@@ -99,6 +99,12 @@ interface RecordRow {
   created_at: number;
   updated_at: number;
   expires_at: number | null;
+  /**
+   * The record's JSON text once built (see StoredRecord): a row is one version of a key and never
+   * changes, so the text built for a write's change log or one read's reply serves every later
+   * read of it from the row cache.
+   */
+  json: string | undefined;
 }
 
 interface ChangeRow {
@@ -245,8 +251,9 @@ type Statements = ReturnType<typeof prepareStatements>;
 const BACKUP_PAGES_PER_STEP = 256;
 
 /**
- * Rows kept in the row cache, and the bytes of their values. With each entry's own cost (the row
- * object, its key and id strings: a few hundred bytes), the cache takes about 80 MiB at most.
+ * Rows kept in the row cache, and the bytes of the text they hold (see cachedRowBytes). With each
+ * entry's own cost (the row object, its key and id strings: a few hundred bytes), the cache takes
+ * about 80 MiB at most.
  */
 const ROW_CACHE_ENTRIES = 100_000;
 const ROW_CACHE_BYTES = 48 * 1024 * 1024;
@@ -290,7 +297,7 @@ class SqliteEngine implements StorageEngine {
    */
   private readonly knownInstances = new Set<string>();
   /** Recently read and written rows (see RowCache): a hot key's read needs no statement. */
-  private readonly recentRows = new RowCache<RecordRow>(ROW_CACHE_ENTRIES, ROW_CACHE_BYTES, rowBytes);
+  private readonly recentRows = new RowCache<RecordRow>(ROW_CACHE_ENTRIES, ROW_CACHE_BYTES, cachedRowBytes);
   /** Keys a read found expired; their expiry is recorded (and announced) right after the read. */
   private readonly foundExpired = new Map<string, KeyRow>();
   private closed = false;
@@ -707,6 +714,7 @@ class SqliteEngine implements StorageEngine {
         created_at: existing?.created_at ?? now,
         updated_at: now,
         expires_at: next.expires_at,
+        json: undefined,
       };
       this.stmts.putRow.run(...toColumns(row));
       this.recentRows.set(recordKey(row.instance_id, row.namespace, row.key), row);
@@ -985,6 +993,15 @@ function rowBytes(row: RecordRow): number {
 }
 
 /**
+ * The text a cached row holds, roughly: its key and value, and, once a reply or the change log
+ * has needed it, its record's JSON (the value again, and about 250 bytes of fields). Counted
+ * whole from the start, because the cache subtracts on eviction what it added on insert.
+ */
+function cachedRowBytes(row: RecordRow): number {
+  return 2 * rowBytes(row) + 256;
+}
+
+/**
  * Up to `limit` rows, stopping after the row that takes their bytes past `maxBytes`, so a page of
  * large values is never read whole only to be cut down (the caller trims to the exact reply size).
  * `more` tells whether a row follows, so a page that ends at the last row says so.
@@ -1031,6 +1048,7 @@ function toRecord(row: RecordRow): KvRecord {
     isoTime(row.created_at),
     isoTime(row.updated_at),
     row.expires_at === null ? null : isoTime(row.expires_at),
+    row,
   );
 }
 
@@ -1048,6 +1066,7 @@ function toRow(c: RecordColumns): RecordRow {
     created_at: c[9],
     updated_at: c[10],
     expires_at: c[11],
+    json: undefined,
   };
 }
 
