@@ -38,7 +38,7 @@ import { GroupCommit, type TransactionState } from './sqlite-group-commit.js';
 import type { WalSync } from './sqlite-wal-sync.js';
 import { isKeptFailure, keptOutcome, parseOutcome, type Outcome } from './kept-replies.js';
 import { buildQuery } from './sqlite-query.js';
-import { recordKey, RowCache } from './row-cache.js';
+import { RowCache } from './row-cache.js';
 
 export { DatabaseInUseError } from './sqlite-lock.js';
 export { SchemaTooNewError } from './migrations.js';
@@ -717,7 +717,7 @@ class SqliteEngine implements StorageEngine {
         json: undefined,
       };
       this.stmts.putRow.run(...toColumns(row));
-      this.recentRows.set(recordKey(row.instance_id, row.namespace, row.key), row);
+      this.recentRows.set(row.instance_id, row.namespace, row.key, row);
       return toRecord(row);
     });
   }
@@ -792,19 +792,18 @@ class SqliteEngine implements StorageEngine {
 
   /** The stored row of a key, live or expired: from the row cache, or read (and then cached). */
   private storedRow(instanceId: string, namespace: string, key: string): RecordRow | undefined {
-    const cacheKey = recordKey(instanceId, namespace, key);
-    const cached = this.recentRows.get(cacheKey);
+    const cached = this.recentRows.get(instanceId, namespace, key);
     if (cached !== undefined) return cached;
     const columns = this.stmts.getRow.get(instanceId, namespace, key);
     if (columns === undefined) return undefined;
     const row = toRow(columns);
-    this.recentRows.set(cacheKey, row);
+    this.recentRows.set(instanceId, namespace, key, row);
     return row;
   }
 
   private deleteRow(row: KeyRow): void {
     this.stmts.deleteRow.run(row.instance_id, row.namespace, row.key);
-    this.recentRows.delete(recordKey(row.instance_id, row.namespace, row.key));
+    this.recentRows.delete(row.instance_id, row.namespace, row.key);
   }
 
   /** For writes: like liveRow, but an expired row is removed first, recording its expiry. */
@@ -994,8 +993,8 @@ function rowBytes(row: RecordRow): number {
 
 /**
  * The text a cached row holds, roughly: its key and value, and, once a reply or the change log
- * has needed it, its record's JSON (the value again, and about 250 bytes of fields). Counted
- * whole from the start, because the cache subtracts on eviction what it added on insert.
+ * has needed it, its record's JSON (the value again, and about 250 bytes of fields), which is
+ * counted from the start: the cache measures a row once, when it is stored.
  */
 function cachedRowBytes(row: RecordRow): number {
   return 2 * rowBytes(row) + 256;
