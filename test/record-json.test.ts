@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { elementJson, KeyReading, objectJson, Reading, recordJson, valueJson } from '../server/storage/record-json.js';
 import { openSqliteEngine } from '../server/storage/sqlite.js';
 import { encodeValue } from '../server/values.js';
@@ -64,35 +64,6 @@ describe('JSON spliced from stored text', () => {
         expect(recordJson(record)).toBe(JSON.stringify(record));
       }
     }
-    await engine.close();
-  });
-
-  it('parses a stored value only when it is read, and is otherwise a record like any other', async () => {
-    const engine = openSqliteEngine(':memory:');
-    const value = { tags: ['a', 'b'], n: 1 };
-    await engine.set({ instanceId: 'i', namespace: 'n', key: 'k', value: encodeValue(value, undefined, 100), autoCreate: true });
-    const parse = vi.spyOn(JSON, 'parse');
-    const record = (await engine.get('i', 'n', 'k'))!;
-    const reading = new Reading(record);
-    const item = new KeyReading('k', record);
-    const texts = [recordJson(record), objectJson(reading), elementJson(item), objectJson({ record })];
-    expect(parse).not.toHaveBeenCalled();
-    parse.mockRestore();
-    expect(JSON.parse(texts[0]!)).toEqual(JSON.parse(JSON.stringify(record)));
-
-    const fields = ['id', 'instanceId', 'namespace', 'key', 'value', 'contentType', 'version', 'revision', 'createdAt', 'updatedAt', 'expiresAt'];
-    expect(Object.keys(record)).toEqual(fields);
-    expect(Object.keys(reading)).toEqual(['value', 'exists', 'record']);
-    expect(Object.keys(item)).toEqual(['key', 'exists', 'value', 'record']);
-    for (const copy of [{ ...record }, structuredClone(record)]) expect(copy).toEqual({ ...JSON.parse(texts[0]!), value });
-    expect([reading.value, item.value]).toEqual([value, value]);
-    // Parsed once: what a reader changes in the value stays, as in a plain object.
-    (record.value as { n: number }).n = 2;
-    expect(record.value).toEqual({ tags: ['a', 'b'], n: 2 });
-    const writable = record as { value: unknown };
-    writable.value = 'replaced';
-    (reading as { value: unknown }).value = 'own';
-    expect([record.value, reading.value, Object.keys(reading)]).toEqual(['replaced', 'own', ['value', 'exists', 'record']]);
     await engine.close();
   });
 

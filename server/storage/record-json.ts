@@ -1,32 +1,14 @@
 import type { KvRecord } from '../../protocol/index.js';
 
-/** A StoredRecord's value before its first read. */
-const UNPARSED: unique symbol = Symbol('unparsed');
-
 /**
  * A record built by an engine that stores values as JSON text, carrying that text. Whatever
  * serializes a record — the change log, a reply, a watch event — splices the text in instead of
- * serializing the parsed value again, and the value is parsed only when something reads it: a
- * record that is only sent (a get's reply) never parses it. The text is a private field: the
- * object has exactly the protocol's fields, in the protocol's order, for JSON.stringify,
- * structuredClone, spreads and deep equality. (A WeakMap beside plain objects did the same at
- * about 1 µs per record, mostly in the garbage collector.)
+ * serializing the parsed value again. The text is a private field: the object has exactly the
+ * protocol's fields for JSON.stringify, structuredClone and deep equality. (A WeakMap beside
+ * plain objects did the same at about 1 µs per record, mostly in the garbage collector.)
  */
 export class StoredRecord implements KvRecord {
-  // Declared, and assigned in the constructor in the protocol's order around `value`, which is defined there.
-  declare readonly id: string;
-  declare readonly instanceId: string;
-  declare readonly namespace: string;
-  declare readonly key: string;
-  declare readonly value: unknown;
-  declare readonly contentType: string;
-  declare readonly version: number;
-  declare readonly revision: number;
-  declare readonly createdAt: string;
-  declare readonly updatedAt: string;
-  declare readonly expiresAt: string | null;
   readonly #valueJson: string;
-  #value: unknown = UNPARSED;
   /**
    * Holds the record's JSON once built: the change log and the reply both need it. An engine may
    * pass a holder that outlives the record (its cached row), so that the next read of the same
@@ -34,50 +16,24 @@ export class StoredRecord implements KvRecord {
    */
   readonly #built: { json?: string };
 
-  /**
-   * `value` as an own, enumerable, writable property, as a field would be, whose getter parses
-   * the stored text at the first read. One descriptor for every record, so they share one shape.
-   */
-  static readonly #valueProperty: PropertyDescriptor = {
-    get(this: StoredRecord): unknown {
-      return this.#value === UNPARSED ? (this.#value = JSON.parse(this.#valueJson)) : this.#value;
-    },
-    set(this: StoredRecord, value: unknown) {
-      this.#value = value;
-    },
-    enumerable: true,
-    configurable: true,
-  };
-
   constructor(
-    id: string,
-    instanceId: string,
-    namespace: string,
-    key: string,
-    /** The exact JSON text of the value. */
+    readonly id: string,
+    readonly instanceId: string,
+    readonly namespace: string,
+    readonly key: string,
+    readonly value: unknown,
+    /** The exact JSON text of `value`. */
     valueJson: string,
-    contentType: string,
-    version: number,
-    revision: number,
-    createdAt: string,
-    updatedAt: string,
-    expiresAt: string | null,
+    readonly contentType: string,
+    readonly version: number,
+    readonly revision: number,
+    readonly createdAt: string,
+    readonly updatedAt: string,
+    readonly expiresAt: string | null,
     built: { json?: string } = {},
   ) {
     this.#valueJson = valueJson;
     this.#built = built;
-    const fields = this as { -readonly [F in keyof KvRecord]: KvRecord[F] };
-    fields.id = id;
-    fields.instanceId = instanceId;
-    fields.namespace = namespace;
-    fields.key = key;
-    Object.defineProperty(this, 'value', StoredRecord.#valueProperty);
-    fields.contentType = contentType;
-    fields.version = version;
-    fields.revision = revision;
-    fields.createdAt = createdAt;
-    fields.updatedAt = updatedAt;
-    fields.expiresAt = expiresAt;
   }
 
   /** The exact JSON text of `value`. */
@@ -107,35 +63,18 @@ function valueText(record: KvRecord | null): string {
 }
 
 /**
- * `value` of a get reply or a getMany item as an own, enumerable property, read from its record
- * when read, so that a reply that is only sent never parses a stored record's value. Writing it
- * makes it a plain field.
- */
-const VALUE_OF_RECORD: PropertyDescriptor = {
-  get(this: { record: KvRecord | null }): unknown {
-    return this.record === null ? null : this.record.value;
-  },
-  set(value: unknown) {
-    Object.defineProperty(this, 'value', { value, writable: true, enumerable: true, configurable: true });
-  },
-  enumerable: true,
-  configurable: true,
-};
-
-/**
  * A get reply's data, `{ value, exists, record }`, whose JSON text is spliced around the record's
  * stored text: the value is not serialized again, and no generic walk over the fields runs.
  */
 export class Reading {
-  declare readonly value: unknown;
-  declare readonly exists: boolean;
-  declare readonly record: KvRecord | null;
+  readonly value: unknown;
+  readonly exists: boolean;
+  readonly record: KvRecord | null;
 
   constructor(record: KvRecord | null) {
-    Object.defineProperty(this, 'value', VALUE_OF_RECORD);
-    const fields = this as { -readonly [F in keyof Reading]: Reading[F] };
-    fields.exists = record !== null;
-    fields.record = record;
+    this.value = record === null ? null : record.value;
+    this.exists = record !== null;
+    this.record = record;
   }
 
   toJsonText(): string {
@@ -150,18 +89,17 @@ export class Reading {
  * around the record's stored text. Its own fields are exactly the protocol's, in the wire order.
  */
 export class KeyReading {
-  declare readonly key: string;
-  declare readonly exists: boolean;
-  declare readonly value: unknown;
-  declare readonly record: KvRecord | null;
+  readonly key: string;
+  readonly exists: boolean;
+  readonly value: unknown;
+  readonly record: KvRecord | null;
   #json: string | undefined;
 
   constructor(key: string, record: KvRecord | null) {
-    const fields = this as { -readonly [F in 'key' | 'exists' | 'record']: KeyReading[F] };
-    fields.key = key;
-    fields.exists = record !== null;
-    Object.defineProperty(this, 'value', VALUE_OF_RECORD);
-    fields.record = record;
+    this.key = key;
+    this.exists = record !== null;
+    this.value = record === null ? null : record.value;
+    this.record = record;
   }
 
   toJsonText(): string {
@@ -191,8 +129,7 @@ export function objectJson(data: object, nested = true): string {
     // As JSON.stringify does, an undefined field is left out.
     if (field === undefined) continue;
     let text: string;
-    // The record itself is not compared with its value: that would parse the value.
-    if (beside !== undefined && field !== beside && typeof field === 'object' && field === beside.value) text = beside.valueJson;
+    if (beside !== undefined && field === beside.value && typeof field === 'object') text = beside.valueJson;
     else if (nested && isPlainObject(field)) text = objectJson(field, false);
     else text = valueJson(field);
     json += `${json === '' ? '{' : ','}${JSON.stringify(name)}:${text}`;

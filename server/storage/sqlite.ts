@@ -1031,14 +1031,16 @@ function jsonContents(value: number, expiresAt: number | null): Contents {
 }
 
 function toRecord(row: RecordRow): KvRecord {
-  // The reply, the change log and watch events splice the stored JSON text in, and the value is
-  // parsed only if something reads it (see StoredRecord); a binary value travels as its base64 string.
+  const value = decodeValue(row.content_type, row.value, row.data);
+  // The reply, the change log and watch events splice the stored JSON text in (see StoredRecord);
+  // a binary value travels as its base64 string.
   return new StoredRecord(
     row.id,
     row.instance_id,
     row.namespace,
     row.key,
-    row.value ?? JSON.stringify(decodeValue(row.content_type, null, row.data)),
+    value,
+    row.value ?? JSON.stringify(value),
     row.content_type,
     row.version,
     row.revision,
