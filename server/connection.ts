@@ -89,12 +89,16 @@ export function serveConnection(ws: WebSocket, request: IncomingMessage, deps: C
           send(ready);
         } catch (error) {
           failed(error);
+        } finally {
+          finish();
         }
-        finish();
       },
       (error: unknown) => {
-        failed(error);
-        finish();
+        try {
+          failed(error);
+        } finally {
+          finish();
+        }
       },
     );
   };

@@ -1,8 +1,12 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { elementJson, KeyReading, objectJson, Reading, recordJson, valueJson } from '../server/storage/record-json.js';
 import { openSqliteEngine } from '../server/storage/sqlite.js';
 import { encodeValue } from '../server/values.js';
+import type { KvRecord } from '../protocol/index.js';
 
 // Values as the wire can carry them: JSON without -0 (JSON has no -0; it arrives as 0).
 const wireValue = fc.jsonValue().map((value) => JSON.parse(JSON.stringify(value)) as unknown);
@@ -65,6 +69,21 @@ describe('JSON spliced from stored text', () => {
       }
     }
     await engine.close();
+  });
+
+  it('keeps the text of a cached row from what a caller does to a record it was handed', async () => {
+    // Reopened, so that the row is read from the file, not kept from its write with its text.
+    const path = join(mkdtempSync(join(tmpdir(), 'kvhub-record-json-')), 'db.sqlite');
+    const writer = openSqliteEngine(path);
+    await writer.set({ instanceId: 'i', namespace: 'n', key: 'k', value: encodeValue('v', undefined, 100), autoCreate: true });
+    await writer.close();
+    const engine = openSqliteEngine(path);
+    const handed = (await engine.get('i', 'n', 'k'))! as { version: number };
+    handed.version = 999;
+    recordJson(handed as KvRecord);
+    expect(JSON.parse(recordJson((await engine.get('i', 'n', 'k'))!))).toMatchObject({ version: 1 });
+    await engine.close();
+    rmSync(dirname(path), { recursive: true, force: true });
   });
 
   it('serializes binary records, objects that are not records and undefined fields as JSON.stringify does', async () => {

@@ -28,12 +28,20 @@ describe('the row cache', () => {
     set('a', '1');
     set('b', '2');
     get('a');
-    set('c', '3'); // b goes; a was read, so it moves to the back unread
-    set('d', '4'); // c goes: a is now the newest but one
-    expect([get('b'), get('c')]).toEqual([undefined, undefined]);
-    expect(get('d')).toBe('4');
-    set('e', '5'); // a, not read since it was passed over, goes now
-    expect([get('a'), get('d'), get('e')]).toEqual([undefined, '4', '5']);
+    set('c', '3'); // b goes: a was read, so the hand passes it over, and it is unread again
+    expect([get('b'), get('c')]).toEqual([undefined, '3']);
+    set('d', '4'); // now a goes, though c was read after it
+    expect([get('a'), get('c'), get('d')]).toEqual([undefined, '3', '4']);
+  });
+
+  it('never evicts the row it is storing, even when every other row was read', () => {
+    const { cache, set, get } = sized(2, 1000);
+    set('a', '1');
+    set('b', '2');
+    get('a');
+    get('b');
+    set('c', '3');
+    expect([get('c'), cache.size]).toEqual(['3', 2]);
   });
 
   it('keeps the bytes of its rows within maxBytes, and never keeps a row above a sixteenth of them', () => {

@@ -12,7 +12,8 @@ export class StoredRecord implements KvRecord {
   /**
    * Holds the record's JSON once built: the change log and the reply both need it. An engine may
    * pass a holder that outlives the record (its cached row), so that the next read of the same
-   * version of the key finds the text built.
+   * version of the key finds the text built; it must then have the text built before it hands
+   * the record out, since a caller may change the record's fields and the text would follow them.
    */
   readonly #built: { json?: string };
 
@@ -116,7 +117,7 @@ function carriesJson(item: unknown): item is StoredRecord | Reading | KeyReading
 
 /**
  * JSON.stringify of an object whose fields may be stored records, arrays of them (with nulls), or
- * the value of a stored record beside it (a get reply's `value`): those are spliced from the
+ * the value of a stored record beside it (`{ value, record }`): those are spliced from the
  * stored text, the rest serialized as usual. Replies and watch events have this shape; a plain
  * object among the fields is written the same way, one level down (query's `result`).
  */

@@ -40,11 +40,12 @@ export class RowCache<Row> {
     this.delete(instanceId, namespace, key);
     const size = this.sizeOf(row);
     if (size > this.maxBytes / 16) return;
+    // Room is made first, so that the hand never takes the row being stored.
+    while (this.ring.size > 0 && (this.ring.size >= this.maxEntries || this.bytes + size > this.maxBytes)) this.evictOne();
     const entry: Entry<Row> = { instanceId, namespace, key, row, size, used: false };
     this.keysOf(instanceId, namespace).set(key, entry);
     this.ring.add(entry);
     this.bytes += size;
-    while (this.ring.size > this.maxEntries || this.bytes > this.maxBytes) this.evictOne();
   }
 
   delete(instanceId: string, namespace: string, key: string): void {

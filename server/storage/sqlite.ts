@@ -1034,7 +1034,7 @@ function toRecord(row: RecordRow): KvRecord {
   const value = decodeValue(row.content_type, row.value, row.data);
   // The reply, the change log and watch events splice the stored JSON text in (see StoredRecord);
   // a binary value travels as its base64 string.
-  return new StoredRecord(
+  const record = new StoredRecord(
     row.id,
     row.instance_id,
     row.namespace,
@@ -1049,6 +1049,10 @@ function toRecord(row: RecordRow): KvRecord {
     row.expires_at === null ? null : isoTime(row.expires_at),
     row,
   );
+  // Built now, while no caller can have changed the record's fields: the text is kept on the row
+  // and serves every later read of this version of the key (once per version, not per read).
+  record.toJsonText();
+  return record;
 }
 
 function toRow(c: RecordColumns): RecordRow {
