@@ -24,7 +24,7 @@ import { objectJson } from './storage/record-json.js';
 import { isoTime } from './iso-time.js';
 
 /** What every request of a connection shares: engine, limits, server facts, its watch session. */
-export type DispatchContext = Omit<HandlerContext, 'replyBudget' | 'afterReply' | 'writeOptions'> & {
+export type DispatchContext = Omit<HandlerContext, 'replyBudget' | 'afterReply' | 'writeOptions' | 'repliesAsText'> & {
   /** Where each answered request is counted. */
   metrics: Metrics;
 };
@@ -49,6 +49,9 @@ export async function answerFrame(text: string, ctx: DispatchContext, logger: Lo
 
 /** Runs a task once the frame holding the reply has been sent (see HandlerContext.afterReply). */
 type AfterReply = HandlerContext['afterReply'];
+
+/** What a request's handler context has of its own, besides the connection's. */
+type OwnContext = Pick<HandlerContext, 'afterReply' | 'replyBudget' | 'repliesAsText'>;
 
 async function replyFrame(text: string, ctx: DispatchContext, afterReply: AfterReply, logger: Logger): Promise<string> {
   let frame: unknown;
@@ -128,7 +131,7 @@ function notRun(request: unknown, maxPayloadBytes: number): string {
 async function answerRequest(request: unknown, ctx: DispatchContext, afterReply: AfterReply, replyBudget: number, logger: Logger): Promise<string> {
   const head = headOf(request);
   const started = performance.now();
-  const reply = await replyTo(request, head, ctx, { afterReply, replyBudget }, logger);
+  const reply = await replyTo(request, head, ctx, { afterReply, replyBudget, repliesAsText: true }, logger);
   ctx.metrics.observe(head.type, reply.success ? undefined : reply.code, (performance.now() - started) / 1000);
   try {
     return replyJson(reply);
@@ -142,7 +145,7 @@ async function replyTo(
   request: unknown,
   head: ReplyHead,
   ctx: DispatchContext,
-  own: Pick<HandlerContext, 'afterReply' | 'replyBudget'>,
+  own: OwnContext,
   logger: Logger,
 ): Promise<Reply> {
   if (head.requestId === null) {
@@ -183,7 +186,7 @@ async function replyTo(
  */
 function handlerContext(
   ctx: DispatchContext,
-  own: Pick<HandlerContext, 'afterReply' | 'replyBudget'>,
+  own: OwnContext,
   writeOptions: HandlerContext['writeOptions'],
 ): HandlerContext {
   return {
@@ -197,6 +200,7 @@ function handlerContext(
     principal: ctx.principal,
     replyBudget: own.replyBudget,
     afterReply: own.afterReply,
+    repliesAsText: own.repliesAsText,
     writeOptions,
   };
 }
@@ -336,5 +340,7 @@ export function replyToRequest(
   ctx: DispatchContext & Pick<HandlerContext, 'afterReply'>,
   logger: Logger,
 ): Promise<Reply> {
-  return replyTo(request, headOf(request), ctx, { afterReply: ctx.afterReply, replyBudget: ctx.limits.maxPayloadBytes - ENVELOPE_RESERVE_BYTES }, logger);
+  // The reply is handed over as objects: its records must have their values.
+  const own = { afterReply: ctx.afterReply, replyBudget: ctx.limits.maxPayloadBytes - ENVELOPE_RESERVE_BYTES, repliesAsText: false };
+  return replyTo(request, headOf(request), ctx, own, logger);
 }

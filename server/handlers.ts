@@ -60,6 +60,12 @@ export interface HandlerContext {
   session: WatchSession;
   /** Runs `task` once the frame holding this request's reply has been sent. */
   afterReply(task: () => void): void;
+  /**
+   * True when the reply is written as JSON text (over a socket) and its records reach no other
+   * code, so that reads may leave stored values unparsed (see ReadOptions); false when the reply
+   * is handed over as objects (embedded).
+   */
+  repliesAsText: boolean;
   /** What the connection's token allows; dispatch has checked the request against it already. */
   principal: Principal;
   /**
@@ -95,8 +101,8 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
     return { deleted: true };
   },
 
-  'kvStore.get': async (p, { engine }) => {
-    return new Reading(await engine.get(p.instanceId, p.namespace, p.key));
+  'kvStore.get': async (p, { engine, repliesAsText }) => {
+    return new Reading(await engine.get(p.instanceId, p.namespace, p.key, { serializeOnly: repliesAsText }));
   },
   'kvStore.set': async (p, { engine, limits, writeOptions }) => {
     const ttlMs = checkTtl(p.ttlMs, ['ttlMs']);
@@ -150,8 +156,8 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
   },
   'kvStore.ping': async () => ({ pong: true }),
   'kvStore.stats': async (p, { engine }) => engine.stats(p.instanceId),
-  'kvStore.getMany': async (p, { engine, replyBudget }) => {
-    const records = await engine.getMany(p.instanceId, p.namespace, p.keys, replyBudget);
+  'kvStore.getMany': async (p, { engine, replyBudget, repliesAsText }) => {
+    const records = await engine.getMany(p.instanceId, p.namespace, p.keys, replyBudget, { serializeOnly: repliesAsText });
     const items = p.keys.map((key, i) => new KeyReading(key, records[i] ?? null));
     assertFits(items.reduce((sum, item) => sum + wireSize(item), 0), replyBudget, 'getMany');
     return { items };

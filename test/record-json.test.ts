@@ -26,6 +26,15 @@ describe('JSON spliced from stored text', () => {
           ...(ttlMs !== undefined && { ttlMs }),
         });
         const read = (await engine.get('i', namespace, key))!;
+        // Read for a reply only: the value is left unparsed, and every text is the same.
+        const [unparsed] = await engine.getMany('i', namespace, [key], Infinity, { serializeOnly: true });
+        const unparsedOne = (await engine.get('i', namespace, key, { serializeOnly: true }))!;
+        for (const reply of [unparsed!, unparsedOne]) {
+          expect(reply.value).toBeUndefined();
+          expect(recordJson(reply)).toBe(JSON.stringify(read));
+          expect(objectJson(new Reading(reply))).toBe(JSON.stringify({ value: read.value, exists: true, record: read }));
+          expect(elementJson(new KeyReading(key, reply))).toBe(JSON.stringify({ key, exists: true, value: read.value, record: read }));
+        }
         for (const record of [written, read]) {
           expect(recordJson(record)).toBe(JSON.stringify(record));
           const getReply = { value: record.value, exists: true, record };

@@ -45,12 +45,18 @@ export interface StorageEngine {
   deleteInstance(instanceId: string, options?: WriteOptions): Promise<void>;
 
   /** The live record, or null when absent or expired. */
-  get(instanceId: string, namespace: string, key: string): Promise<KvRecord | null>;
+  get(instanceId: string, namespace: string, key: string, options?: ReadOptions): Promise<KvRecord | null>;
   /**
    * Live records in the order of `keys` (null where absent). Throws LIMIT_EXCEEDED, without
    * reading further, once the records read hold more than `maxBytes` of keys and values.
    */
-  getMany(instanceId: string, namespace: string, keys: readonly string[], maxBytes?: number): Promise<(KvRecord | null)[]>;
+  getMany(
+    instanceId: string,
+    namespace: string,
+    keys: readonly string[],
+    maxBytes?: number,
+    options?: ReadOptions,
+  ): Promise<(KvRecord | null)[]>;
   /** Replaces the whole record (a set without `ttlMs` clears the expiry). Throws CONFLICT when a condition fails. */
   set(input: SetInput, options?: WriteOptions): Promise<KvRecord>;
   /** All entries or none, consecutive revisions in entry order. */
@@ -125,6 +131,16 @@ export interface StorageEngine {
 export interface WriteOptions {
   /** Makes the write exactly-once (see {@link StorageEngine}). */
   idempotency?: IdempotencyClaim;
+}
+
+/** How the records a read returns will be used. */
+export interface ReadOptions {
+  /**
+   * The caller only serializes the records (into a reply it writes to a socket) and never reads
+   * their `value`: an engine whose records carry their value's JSON text (StoredRecord) may leave
+   * `value` unparsed (undefined) and save the parse. Never set where the records reach other code.
+   */
+  serializeOnly?: boolean;
 }
 
 /** A keyed write: who sent it, the key, and a digest of the request (type and params). */

@@ -21,6 +21,7 @@ import type {
   IncrInput,
   ListInput,
   QueryInput,
+  ReadOptions,
   SetInput,
   SetManyInput,
   Stats,
@@ -372,15 +373,22 @@ class SqliteEngine implements StorageEngine {
 
   // ------------------------------------------------------------ single keys
 
-  async get(instanceId: string, namespace: string, key: string): Promise<KvRecord | null> {
+  async get(instanceId: string, namespace: string, key: string, options?: ReadOptions): Promise<KvRecord | null> {
     return this.read(() => {
       this.assertInstance(instanceId);
       const row = this.liveRow(instanceId, namespace, key, this.now());
-      return row === null ? null : toRecord(row);
+      return row === null ? null : toRecord(row, options?.serializeOnly);
     });
   }
 
-  async getMany(instanceId: string, namespace: string, keys: readonly string[], maxBytes = Infinity): Promise<(KvRecord | null)[]> {
+  async getMany(
+    instanceId: string,
+    namespace: string,
+    keys: readonly string[],
+    maxBytes = Infinity,
+    options?: ReadOptions,
+  ): Promise<(KvRecord | null)[]> {
+    const serializeOnly = options?.serializeOnly;
     return this.read(() => {
       this.assertInstance(instanceId);
       const now = this.now();
@@ -392,7 +400,7 @@ class SqliteEngine implements StorageEngine {
         if (bytes > maxBytes) {
           throw new ProtocolError(ErrorCode.LIMIT_EXCEEDED, 'getMany would exceed the reply size limit', { budgetBytes: maxBytes });
         }
-        return toRecord(row);
+        return toRecord(row, serializeOnly);
       });
     });
   }
@@ -538,7 +546,7 @@ class SqliteEngine implements StorageEngine {
       const where = join(terms, ' AND ');
       const rows = this.rows((limit, offset) => sql`SELECT ${RECORD_SELECTION} FROM records WHERE ${where} ORDER BY ${order} LIMIT ${limit} OFFSET ${offset}`, input.limit + 1);
       const page = takeWithin(rows, input.limit, input.maxBytes);
-      return { records: page.rows.map(toRecord), more: page.more };
+      return { records: page.rows.map((row) => toRecord(row)), more: page.more };
     });
   }
 
@@ -551,7 +559,7 @@ class SqliteEngine implements StorageEngine {
       const page = (limit: number, offset: number) =>
         sql`SELECT ${RECORD_SELECTION} FROM records WHERE ${where} ORDER BY ${orderBy} LIMIT ${limit} OFFSET ${input.offset + offset}`;
       const rows = takeWithin(this.rows(page, input.limit), input.limit, input.maxBytes).rows;
-      return { records: rows.map(toRecord), total };
+      return { records: rows.map((row) => toRecord(row)), total };
     });
   }
 
@@ -1030,8 +1038,12 @@ function jsonContents(value: number, expiresAt: number | null): Contents {
   return { value: JSON.stringify(value), data: null, content_type: JSON_CONTENT_TYPE, expires_at: expiresAt };
 }
 
-function toRecord(row: RecordRow): KvRecord {
-  const value = decodeValue(row.content_type, row.value, row.data);
+/**
+ * The record of a row. With `serializeOnly` (see ReadOptions), a JSON value is left unparsed: the
+ * reply splices its stored text in, and nothing reads it.
+ */
+function toRecord(row: RecordRow, serializeOnly = false): KvRecord {
+  const value = serializeOnly && row.value !== null ? undefined : decodeValue(row.content_type, row.value, row.data);
   // The reply, the change log and watch events splice the stored JSON text in (see StoredRecord);
   // a binary value travels as its base64 string.
   const record = new StoredRecord(
