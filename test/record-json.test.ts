@@ -106,6 +106,10 @@ describe('JSON spliced from stored text', () => {
     });
     const data = { record, skipped: undefined, list: [1, { a: null }], nested: { record } };
     expect(objectJson(data)).toBe(JSON.stringify(data));
+    // A binary value read for a reply only still comes out as its base64 string.
+    const forReply = (await engine.get('i', 'n', 'bytes', { serializeOnly: true }))!;
+    expect([forReply.value, recordJson(forReply)]).toEqual(['AAEC', JSON.stringify(record)]);
+    expect(() => objectJson(new Reading({ ...record, value: undefined }))).toThrow(TypeError);
     expect(objectJson({})).toBe('{}');
     await engine.close();
   });

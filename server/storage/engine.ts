@@ -136,9 +136,13 @@ export interface WriteOptions {
 /** How the records a read returns will be used. */
 export interface ReadOptions {
   /**
-   * The caller only serializes the records (into a reply it writes to a socket) and never reads
-   * their `value`: an engine whose records carry their value's JSON text (StoredRecord) may leave
-   * `value` unparsed (undefined) and save the parse. Never set where the records reach other code.
+   * The caller only serializes the records (into a reply it writes to a socket, with recordJson
+   * and the like) and never reads their `value`. A hint: parsed values are always right.
+   * - An engine may leave `value` undefined only on a StoredRecord whose value text is exactly
+   *   `JSON.stringify(value)` as stored (the text a database like PostgreSQL gives for `jsonb`
+   *   is normalized, so it would not qualify); binary values still come out as base64.
+   * - Callers set it only where the records reach no other code; a wrapper engine passes it on
+   *   only if it does not read `value` itself.
    */
   serializeOnly?: boolean;
 }

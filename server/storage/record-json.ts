@@ -6,6 +6,9 @@ import type { KvRecord } from '../../protocol/index.js';
  * serializing the parsed value again. The text is a private field: the object has exactly the
  * protocol's fields for JSON.stringify, structuredClone and deep equality. (A WeakMap beside
  * plain objects did the same at about 1 µs per record, mostly in the garbage collector.)
+ *
+ * One exception: a record read for a reply only (ReadOptions.serializeOnly) may have `value`
+ * undefined; only its JSON text (recordJson, objectJson and the like) is complete.
  */
 export class StoredRecord implements KvRecord {
   readonly #valueJson: string;
@@ -60,7 +63,10 @@ export function recordJson(record: KvRecord): string {
 /** The JSON text of a reply's `value` beside `record`: the stored text when it carries it. */
 function valueText(record: KvRecord | null): string {
   if (record === null) return 'null';
-  return record instanceof StoredRecord ? record.valueJson : JSON.stringify(record.value);
+  if (record instanceof StoredRecord) return record.valueJson;
+  // JSON.stringify(undefined) is undefined, which would go out as the word: an invalid frame.
+  if (record.value === undefined) throw new TypeError('a record without its value text has no value to write');
+  return JSON.stringify(record.value);
 }
 
 /**
@@ -87,7 +93,8 @@ export class Reading {
 /**
  * One key's item in a getMany reply, `{ key, exists, value, record }`, carrying its JSON text once
  * built: the reply budget measures each item and the reply then writes it, so it is built once,
- * around the record's stored text. Its own fields are exactly the protocol's, in the wire order.
+ * around the record's stored text. Its own fields are exactly the protocol's, in the wire order
+ * (with `value` undefined when its record was read for a reply only: write it with its text).
  */
 export class KeyReading {
   readonly key: string;

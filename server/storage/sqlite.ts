@@ -546,7 +546,7 @@ class SqliteEngine implements StorageEngine {
       const where = join(terms, ' AND ');
       const rows = this.rows((limit, offset) => sql`SELECT ${RECORD_SELECTION} FROM records WHERE ${where} ORDER BY ${order} LIMIT ${limit} OFFSET ${offset}`, input.limit + 1);
       const page = takeWithin(rows, input.limit, input.maxBytes);
-      return { records: page.rows.map((row) => toRecord(row)), more: page.more };
+      return { records: page.rows.map((row) => pageRecord(row)), more: page.more };
     });
   }
 
@@ -559,7 +559,7 @@ class SqliteEngine implements StorageEngine {
       const page = (limit: number, offset: number) =>
         sql`SELECT ${RECORD_SELECTION} FROM records WHERE ${where} ORDER BY ${orderBy} LIMIT ${limit} OFFSET ${input.offset + offset}`;
       const rows = takeWithin(this.rows(page, input.limit), input.limit, input.maxBytes).rows;
-      return { records: rows.map((row) => toRecord(row)), total };
+      return { records: rows.map((row) => pageRecord(row)), total };
     });
   }
 
@@ -1039,14 +1039,26 @@ function jsonContents(value: number, expiresAt: number | null): Contents {
 }
 
 /**
- * The record of a row. With `serializeOnly` (see ReadOptions), a JSON value is left unparsed: the
- * reply splices its stored text in, and nothing reads it.
+ * The record of a row the row cache may hold. With `serializeOnly` (see ReadOptions), a JSON
+ * value is left unparsed: the reply splices its stored text in, and nothing reads it.
  */
 function toRecord(row: RecordRow, serializeOnly = false): KvRecord {
+  const record = pageRecord(row, serializeOnly);
+  // Built now, while no caller can have changed the record's fields: the text is kept on the row
+  // and serves every later read of this version of the key (once per version, not per read).
+  record.toJsonText();
+  return record;
+}
+
+/**
+ * The record of a row read for a page (list, query), which the row cache does not hold: its text
+ * is built only if a reply needs it (not for `keysOnly` pages or a query's `select`).
+ */
+function pageRecord(row: RecordRow, serializeOnly = false): StoredRecord {
   const value = serializeOnly && row.value !== null ? undefined : decodeValue(row.content_type, row.value, row.data);
   // The reply, the change log and watch events splice the stored JSON text in (see StoredRecord);
   // a binary value travels as its base64 string.
-  const record = new StoredRecord(
+  return new StoredRecord(
     row.id,
     row.instance_id,
     row.namespace,
@@ -1061,10 +1073,6 @@ function toRecord(row: RecordRow, serializeOnly = false): KvRecord {
     row.expires_at === null ? null : isoTime(row.expires_at),
     row,
   );
-  // Built now, while no caller can have changed the record's fields: the text is kept on the row
-  // and serves every later read of this version of the key (once per version, not per read).
-  record.toJsonText();
-  return record;
 }
 
 function toRow(c: RecordColumns): RecordRow {
