@@ -71,7 +71,8 @@ function valueText(record: KvRecord | null): string {
 
 /**
  * A get reply's data, `{ value, exists, record }`, whose JSON text is spliced around the record's
- * stored text: the value is not serialized again, and no generic walk over the fields runs.
+ * stored text: the value is not serialized again, and no generic walk over the fields runs
+ * (`value` is undefined when its record was read for a reply only: write it with its text).
  */
 export class Reading {
   readonly value: unknown;
@@ -123,22 +124,19 @@ function carriesJson(item: unknown): item is StoredRecord | Reading | KeyReading
 }
 
 /**
- * JSON.stringify of an object whose fields may be stored records, arrays of them (with nulls), or
- * the value of a stored record beside it (`{ value, record }`): those are spliced from the
- * stored text, the rest serialized as usual. Replies and watch events have this shape; a plain
- * object among the fields is written the same way, one level down (query's `result`).
+ * JSON.stringify of an object whose fields may be stored records or arrays of them (with nulls):
+ * those are spliced from the stored text, the rest serialized as usual. Replies and watch events
+ * have this shape; a plain object among the fields is written the same way, one level down
+ * (query's `result`). A get's reply, whose value sits beside its record, is a Reading.
  */
 export function objectJson(data: object, nested = true): string {
   if (carriesJson(data)) return data.toJsonText();
-  const fields = Object.entries(data);
-  const beside = fields.find(([, field]) => field instanceof StoredRecord)?.[1] as StoredRecord | undefined;
   let json = '';
-  for (const [name, field] of fields) {
+  for (const [name, field] of Object.entries(data)) {
     // As JSON.stringify does, an undefined field is left out.
     if (field === undefined) continue;
     let text: string;
-    if (beside !== undefined && field === beside.value && typeof field === 'object') text = beside.valueJson;
-    else if (nested && isPlainObject(field)) text = objectJson(field, false);
+    if (nested && isPlainObject(field)) text = objectJson(field, false);
     else text = valueJson(field);
     json += `${json === '' ? '{' : ','}${JSON.stringify(name)}:${text}`;
   }
