@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { RawData, WebSocket } from 'ws';
-import { answerFrame, binaryFrameReply, rateLimitedFrame, requestCount, type Answer, type DispatchContext } from './dispatch.js';
+import { answerFrame, binaryFrameReply, parseFrame, rateLimitedFrame, requestCount, type Answer, type DispatchContext } from './dispatch.js';
 import { describeError, type Logger } from './logger.js';
 import type { PendingWork } from './pending-work.js';
 import type { WatchSession } from './watch.js';
@@ -105,14 +105,14 @@ export function serveConnection(ws: WebSocket, request: IncomingMessage, deps: C
   ws.on('message', (data: RawData, isBinary: boolean) => {
     if (deps.isClosing() || ws.readyState !== ws.OPEN) return;
     if (isBinary) return answer(Promise.resolve({ frame: binaryFrameReply(), afterSend: [] }), 0);
-    const text = rawText(data);
-    const count = requestCount(text, ctx.limits.maxBatch);
+    const json = parseFrame(rawText(data));
+    const count = requestCount(json, ctx.limits.maxBatch);
     if (inFlight + count > maxInFlight) {
       // Nothing in the frame runs; a batch is admitted with all its elements or none.
-      const refused = rateLimitedFrame(text, { maxInFlight, maxBatch: ctx.limits.maxBatch }, RATE_LIMIT_RETRY_AFTER_MS);
+      const refused = rateLimitedFrame(json, { maxInFlight, maxBatch: ctx.limits.maxBatch }, RATE_LIMIT_RETRY_AFTER_MS);
       return answer(Promise.resolve({ frame: refused, afterSend: [] }), 0);
     }
-    answer(answerFrame(text, ctx, logger), count);
+    answer(answerFrame(json, ctx, logger), count);
   });
 }
 
