@@ -95,6 +95,23 @@ describe('sqlite engine: files', () => {
     }
   });
 
+  it('lets the log grow past SQLite’s default 1,000 pages before a checkpoint, and empties it on close', async () => {
+    const file = freshPath();
+    const engine = openSqliteEngine(file, { durability: 'normal' });
+    const value = json('x'.repeat(2000));
+    // Each setMany commits about 100 records and their 100 change-log rows: some 100 pages.
+    for (let batch = 0; batch < 30; batch++) {
+      const entries = Array.from({ length: 100 }, (_, i) => ({ key: `k${batch}-${i}`, value }));
+      await engine.setMany({ instanceId: 'i', namespace: 'ns', entries, autoCreate: true });
+    }
+    // At SQLite's default the log would have been checkpointed and rewound at about 1,000 pages
+    // (4 MB of 4 KB pages) and never grown past that plus one commit.
+    expect(fs.statSync(`${file}-wal`).size).toBeGreaterThan(2_000 * 4096);
+    await engine.close();
+    // The last connection to close checkpoints the whole log and deletes it.
+    expect(fs.existsSync(`${file}-wal`)).toBe(false);
+  });
+
   it('acknowledges a write under durability full only once a sync covers its commit', async () => {
     const full = openSqliteEngine(freshPath());
     const normal = openSqliteEngine(freshPath(), { durability: 'normal' });
