@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import { backoffDelay, DEFAULT_RECONNECT } from '../sdk/backoff.js';
-import { createClient, KvError, type ClientOptions, type KvClient, type WebSocketConstructor } from '../sdk/index.js';
+import { createClient, isKvError, KvError, type ClientOptions, type KvClient, type WebSocketConstructor } from '../sdk/index.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 // ---------------------------------------------------------------- helpers
@@ -280,6 +280,33 @@ describe('local failures', () => {
     answer = true;
     await expect(c.kvStore.ping()).resolves.toMatchObject({ success: true });
     expect(c.state).toBe('ready');
+  });
+
+  it('requests with the default timeout each time out at their own deadline, in the order they were made', async () => {
+    const raw = await startRawServer({ onRequest: () => undefined });
+    const c = client({ url: raw.url, requestTimeoutMs: 300 });
+    await c.waitForReady();
+    const settledAt = new Map<string, number>();
+    const start = performance.now();
+    const track = (name: string, request: Promise<unknown>) =>
+      request.then(
+        () => settledAt.set(name, -1),
+        (error: unknown) => void settledAt.set(name, isKvError(error, 'TIMEOUT') ? performance.now() - start : -1),
+      );
+
+    const first = track('first', c.kvStore.ping());
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    const second = track('second', c.kvStore.getInstance('i'));
+    // One with a timeout of its own, shorter than the others', between them.
+    const own = track('own', c.kvStore.ping({ timeoutMs: 50 }));
+    await Promise.all([first, second, own]);
+
+    expect(settledAt.get('own')).toBeGreaterThanOrEqual(150 + 45);
+    expect(settledAt.get('own')).toBeLessThan(300);
+    expect(settledAt.get('first')).toBeGreaterThanOrEqual(295);
+    // The second waited out its own 300 ms, not the first's deadline.
+    expect(settledAt.get('second')).toBeGreaterThanOrEqual(150 + 295);
+    expect(pendingCount(c)).toBe(0);
   });
 
   it('an AbortSignal rejects with ABORTED, before or after sending', async () => {
