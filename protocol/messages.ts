@@ -284,6 +284,12 @@ export const messages = {
       items: z.array(z.object({ key: z.string(), exists: z.boolean(), value: z.unknown(), record: KvRecord.nullable() })),
     }),
   },
+  'kvStore.getValues': {
+    params: z.strictObject({ instanceId: InstanceId, namespace: Namespace, keys: z.array(Key).min(1) }),
+    data: z.object({
+      items: z.array(z.object({ key: z.string(), exists: z.boolean(), value: z.unknown(), contentType: z.string().nullable() })),
+    }),
+  },
   'kvStore.setMany': {
     params: z.strictObject({
       ...writeParams,
@@ -379,6 +385,7 @@ export const WRITE_TYPES: ReadonlySet<keyof typeof messages> = new Set(
  */
 export const batchParams: { readonly [T in RequestType]?: readonly (keyof Params<T> & string)[] } = {
   'kvStore.getMany': ['keys'],
+  'kvStore.getValues': ['keys'],
   'kvStore.setMany': ['entries'],
   'kvStore.atomic': ['ops', 'checks'],
 };

@@ -22,7 +22,20 @@ import { MAX_KEY_BYTES, utf8Length } from '../protocol/limits.js';
  *   (batchCapacity: 5 under the default limits), which always fit, so it happens once at most.
  * - A reply that is not a getMany's reply to these keys fails each get with INTERNAL_ERROR, as a
  *   malformed reply to a get alone does.
+ *
+ * A get that wants the value alone (a handle's `get`, see VALUE_ONLY below) goes in a
+ * `kvStore.getValues` instead, when the server lists the `getValues` capability: the same read
+ * with items of `{ key, exists, value, contentType }`, without the record that carries the value
+ * a second time. Such a get resolves with `data: { value, exists, contentType }`; sent on its own,
+ * with a get's full reply. Parsing replies was the largest part of a client's CPU per get.
  */
+
+/**
+ * Marks the options of a get whose caller wants the value alone (a handle's `get`): with other
+ * such gets of its tick it may go out as a `kvStore.getValues`, whose reply leaves the record out
+ * (see above). A symbol, so that it is no part of the public options.
+ */
+export const VALUE_ONLY: unique symbol = Symbol('kvhub.valueOnly');
 
 /**
  * Most gets one getMany carries. Several smaller getManys beat one large one: the server answers
@@ -57,10 +70,11 @@ function isValidKey(key: unknown): key is string {
   return typeof key === 'string' && key.length > 0 && typeof key.isWellFormed === 'function' && key.isWellFormed() && utf8Length(key) <= MAX_KEY_BYTES;
 }
 
-/** A get waiting to go out: its requestId and its target. */
+/** A get waiting to go out: its requestId, its target, and whether it goes in a getValues (see above). */
 export interface QueuedGet {
   requestId: string;
   target: GetTarget;
+  valueOnly: boolean;
 }
 
 /**
@@ -90,7 +104,7 @@ export function groupGets(run: readonly QueuedGet[], maxKeys: number, maxBytes: 
   const groups: QueuedGet[][] = [];
   for (const get of run) {
     const { instanceId, namespace, key } = get.target;
-    const place = `${instanceId.length}:${instanceId}${namespace}`;
+    const place = `${get.valueOnly ? 'v' : 'r'}${instanceId.length}:${instanceId}${namespace}`;
     const bytes = jsonStringBytes(key) + 1;
     let group = open.get(place);
     if (group === undefined || group.gets.length >= maxKeys || group.bytes + bytes > maxBytes) {
@@ -104,10 +118,12 @@ export function groupGets(run: readonly QueuedGet[], maxKeys: number, maxBytes: 
   return groups;
 }
 
-/** The getMany frame reading the keys of `group` (gets of one instance and namespace), in order. */
+/** The getMany (or getValues) frame reading the keys of `group` (gets of one instance and namespace, and one kind), in order. */
 export function getManyFrame(requestId: string, group: readonly QueuedGet[]): string {
-  const { instanceId, namespace } = group[0]!.target;
-  return JSON.stringify({ type: 'kvStore.getMany', requestId, params: { instanceId, namespace, keys: group.map((get) => get.target.key) } });
+  const { target, valueOnly } = group[0]!;
+  const { instanceId, namespace } = target;
+  const type = valueOnly ? 'kvStore.getValues' : 'kvStore.getMany';
+  return JSON.stringify({ type, requestId, params: { instanceId, namespace, keys: group.map((get) => get.target.key) } });
 }
 
 /** Failures of a getMany after which its gets go out again on their own (see above). */
@@ -139,14 +155,10 @@ export function getManyOutcome(reply: Reply, gets: readonly QueuedGet[]): GetMan
   for (const [i, item] of items.entries()) {
     const get = gets[i]!;
     if (typeof item !== 'object' || item === null || (item as { key?: unknown }).key !== get.target.key) return { kind: 'malformed' };
-    const { value, exists, record } = item as Record<string, unknown>;
-    replies.push({
-      type: 'kvStore.get',
-      requestId: get.requestId,
-      success: true,
-      data: { value, exists, record } as ReplyData<'kvStore.get'>,
-      timestamp: reply.timestamp,
-    });
+    const { value, exists, record, contentType } = item as Record<string, unknown>;
+    // A getValues item's data has the item's contentType where a get's has its record (see above).
+    const data = get.valueOnly ? { value, exists, contentType } : { value, exists, record };
+    replies.push({ type: 'kvStore.get', requestId: get.requestId, success: true, data: data as ReplyData<'kvStore.get'>, timestamp: reply.timestamp });
   }
   return { kind: 'answered', replies };
 }

@@ -2,7 +2,7 @@ import type { FailureReply, Reply, ReplyData, RequestType } from '../protocol/in
 import { batchCapacity, SINGLE_RECORD_REQUESTS } from '../protocol/batch.js';
 import { PROTOCOL_VERSION, utf8Length } from '../protocol/limits.js';
 import { backoffDelay, type ResolvedReconnectOptions } from './backoff.js';
-import { getFrameBytes, getManyFrame, getManyOutcome, getTarget, groupGets, MAX_GETS_PER_GET_MANY, type GetTarget, type QueuedGet } from './coalesce.js';
+import { getFrameBytes, getManyFrame, getManyOutcome, getTarget, groupGets, MAX_GETS_PER_GET_MANY, VALUE_ONLY, type GetTarget, type QueuedGet } from './coalesce.js';
 import { KvError } from './errors.js';
 import { isKeyedWrite, withIdempotencyKey } from './idempotency.js';
 import { isRefusal, OPEN, openSocket, terminateSocket, type WebSocketConstructor, type WebSocketLike } from './transport.js';
@@ -91,6 +91,8 @@ interface Pending {
   readonly resend: boolean;
   /** Where a plain get reads, so that the gets of one tick can go as one getMany (see coalesce.ts). */
   readonly target: GetTarget | undefined;
+  /** A plain get whose caller wants the value alone (see {@link VALUE_ONLY}). */
+  readonly valueOnly: boolean;
   resolve(reply: Reply): void;
   reject(error: KvError): void;
   /**
@@ -186,6 +188,8 @@ export class Connection {
   private batchSize = 0;
   /** Most gets of one tick sent as one getMany on this connection; below 2, none are. */
   private getManySize = 0;
+  /** The server answers `kvStore.getValues` (its hello lists the capability). */
+  private getValues = false;
   /**
    * True once a getMany was refused as larger than a frame: the values read here can be large,
    * so from then on a getMany holds at most `batchSize` gets, which surely fit (see coalesce.ts).
@@ -371,6 +375,7 @@ export class Connection {
     this.batchSize = this.settings.batchRequests === true ? batchSizeFor(info, this.settings.maxPayloadBytes) : 0;
     this.getManySize = this.settings.batchRequests === true ? getManySizeFor(info, this.settings.maxPayloadBytes) : 0;
     if (this.largeGets) this.getManySize = Math.min(this.getManySize, this.batchSize);
+    this.getValues = hasCapability(info, 'getValues');
     if (this.ready.settled) this.ready = deferred();
     this.ready.resolve(info);
     this.settings.logger?.debug?.('ready', { serverVersion: info.serverVersion });
@@ -545,6 +550,7 @@ export class Connection {
         everSent: false,
         resend: isKeyedWrite(type, params),
         target,
+        valueOnly: target !== undefined && (options as { [VALUE_ONLY]?: boolean })[VALUE_ONLY] === true,
         resolve,
         reject,
         deadline: ownTimeout ? undefined : performance.now() + delay,
@@ -639,7 +645,7 @@ export class Connection {
       if (entry === undefined) continue;
       if (entry.type === 'kvStore.get' && this.getManySize >= 2) {
         // Gets commute: one that cannot go in a getMany goes beside it without ending the run.
-        if (entry.target !== undefined) gets.push({ requestId, target: entry.target });
+        if (entry.target !== undefined) gets.push({ requestId, target: entry.target, valueOnly: entry.valueOnly && this.getValues });
         else batch(this.frameOf(entry, requestId));
         continue;
       }
@@ -827,6 +833,12 @@ export class Connection {
  */
 const endOfTick: (task: () => void) => void =
   typeof globalThis.process?.nextTick === 'function' ? (task) => globalThis.process.nextTick(task) : (task) => queueMicrotask(task);
+
+/** True when the server's hello lists `capability` (read defensively: the hello reply is not validated). */
+function hasCapability(info: ServerInfo, capability: string): boolean {
+  const { capabilities } = info as { capabilities?: unknown };
+  return Array.isArray(capabilities) && capabilities.includes(capability);
+}
 
 /** How many single-key requests one batch frame may carry to this server and back; 0 when it does not take batches. */
 function batchSizeFor(info: ServerInfo, clientMaxPayloadBytes: number): number {

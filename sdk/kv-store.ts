@@ -195,6 +195,11 @@ export class KvStoreApi {
     return this.send('kvStore.getMany', params, options);
   }
 
+  /** Reads the values of several keys of one namespace, without records. Data: `{ items: [{ key, exists, value, contentType }] }` in the order asked. */
+  getValues(params: ParamsInput<'kvStore.getValues'>, options?: RequestOptions): Promise<Reply<'kvStore.getValues'>> {
+    return this.send('kvStore.getValues', params, options);
+  }
+
   /** Writes several keys of one namespace, all or nothing. Data: `{ records }`. */
   async setMany(params: ParamsInput<'kvStore.setMany'>, options?: RequestOptions): Promise<Reply<'kvStore.setMany'>> {
     const entries = params.entries.map((entry) => {

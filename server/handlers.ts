@@ -18,7 +18,7 @@ import { decodeCursor, encodeCursor } from './cursor.js';
 import { toQueryInput } from './query.js';
 import { assertFits, fitToBudget, wireSize } from './reply-budget.js';
 import type { AtomicOpInput, StorageEngine, StoredValue, WriteOptions } from './storage/engine.js';
-import { KeyReading, Reading } from './storage/record-json.js';
+import { KeyReading, KeyValue, Reading } from './storage/record-json.js';
 import { encodeValue } from './values.js';
 import type { WatchHub, WatchSession } from './watch.js';
 
@@ -77,8 +77,24 @@ export interface HandlerContext {
 
 type Handler<T extends RequestType> = (params: Params<T>, ctx: HandlerContext) => Promise<ReplyData<T>>;
 
+/**
+ * The items of a getMany or getValues: each key's record read in one go and wrapped as `Item`,
+ * in the order asked, refused as a whole when they would not fit the reply.
+ */
+async function readKeys<Item>(
+  p: { instanceId: string; namespace: string; keys: string[] },
+  { engine, replyBudget, repliesAsText }: HandlerContext,
+  Item: new (key: string, record: KvRecord | null) => Item,
+  what: string,
+): Promise<Item[]> {
+  const records = await engine.getMany(p.instanceId, p.namespace, p.keys, replyBudget, { serializeOnly: repliesAsText });
+  const items = p.keys.map((key, i) => new Item(key, records[i] ?? null));
+  assertFits(items.reduce((sum, item) => sum + wireSize(item), 0), replyBudget, what);
+  return items;
+}
+
 /** Capabilities announced in `hello`. */
-export const CAPABILITIES = ['batch', 'binary', 'ttl', 'conditions', 'atomic', 'query', 'list', 'incr', 'watch', 'idempotency'] as const;
+export const CAPABILITIES = ['batch', 'binary', 'ttl', 'conditions', 'atomic', 'query', 'list', 'incr', 'watch', 'idempotency', 'getValues'] as const;
 
 /**
  * One handler per request type, typed from the protocol: adding a message to protocol/ without
@@ -156,12 +172,10 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
   },
   'kvStore.ping': async () => ({ pong: true }),
   'kvStore.stats': async (p, { engine }) => engine.stats(p.instanceId),
-  'kvStore.getMany': async (p, { engine, replyBudget, repliesAsText }) => {
-    const records = await engine.getMany(p.instanceId, p.namespace, p.keys, replyBudget, { serializeOnly: repliesAsText });
-    const items = p.keys.map((key, i) => new KeyReading(key, records[i] ?? null));
-    assertFits(items.reduce((sum, item) => sum + wireSize(item), 0), replyBudget, 'getMany');
-    return { items };
-  },
+  'kvStore.getMany': async (p, ctx) => ({ items: await readKeys(p, ctx, KeyReading, 'getMany') }),
+  // The engine bounds its read by whole records, which are larger than these items: at worst a
+  // read refused as too large that would have fitted, which a client splits as for getMany.
+  'kvStore.getValues': async (p, ctx) => ({ items: await readKeys(p, ctx, KeyValue, 'getValues') }),
   'kvStore.setMany': async (p, { engine, limits, replyBudget, writeOptions }) => {
     checkDistinct(p.entries.map((entry) => entry.key), (i) => ['entries', i, 'key']);
     const entries = p.entries.map((entry, i) => {

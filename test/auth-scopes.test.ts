@@ -22,6 +22,7 @@ const samples: { [T in RequestType]: (id: string) => ParamsInput<T> } = {
   'kvStore.ping': () => ({}),
   'kvStore.stats': (id) => ({ instanceId: id }),
   'kvStore.getMany': (id) => ({ instanceId: id, namespace: 'n', keys: ['k'] }),
+  'kvStore.getValues': (id) => ({ instanceId: id, namespace: 'n', keys: ['k'] }),
   'kvStore.setMany': (id) => ({ instanceId: id, namespace: 'n', entries: [{ key: 'k', value: 2 }] }),
   'kvStore.list': (id) => ({ instanceId: id, namespace: 'n', prefix: 'k' }),
   'kvStore.incr': (id) => ({ instanceId: id, namespace: 'n', key: 'c' }),

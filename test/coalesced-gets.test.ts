@@ -71,6 +71,43 @@ describe('the gets of one tick', () => {
     expect(together[1]).toMatchObject({ success: true, data: { exists: true, value: 'AAH+', record: { contentType: 'application/octet-stream' } } });
   });
 
+  it("of a handle go as one getValues, without records, and read what getRecord reads", async () => {
+    const s = await server();
+    const c = client({ url: s.url });
+    expect((await c.waitForReady()).capabilities).toContain('getValues');
+    const ns = c.instance('values', { autoCreate: true }).namespace('n');
+    await ns.set('json', { a: [1, 'two'] });
+    await ns.set('nothing', null);
+    await ns.set('bytes', new Uint8Array([0, 1, 254]), { contentType: 'application/octet-stream' });
+    const counts = async () => [await answered(s, 'kvStore.getValues'), await answered(s, 'kvStore.getMany'), await answered(s, 'kvStore.get')];
+    const before = await counts();
+    const keys = ['json', 'nothing', 'bytes', 'absent'];
+    const values = await Promise.all(keys.map((key) => ns.get(key)));
+    expect(values).toEqual([{ a: [1, 'two'] }, null, new Uint8Array([0, 1, 254]), undefined]);
+    expect((await counts()).map((n, i) => n - before[i]!)).toEqual([1, 0, 0]);
+    const records = await Promise.all(keys.map((key) => ns.getRecord(key)));
+    expect(records.map((record) => record?.value)).toEqual(values);
+  });
+
+  it('kvStore.getValues answers each key with its value and content type, in the order asked', async () => {
+    const s = await server();
+    const c = client({ url: s.url });
+    const ns = c.instance('values', { autoCreate: true }).namespace('n');
+    await ns.set('json', { a: [1, 'two'] });
+    await ns.set('bytes', new Uint8Array([0, 1, 254]), { contentType: 'application/octet-stream' });
+    const reply = await c.kvStore.getValues({ instanceId: 'values', namespace: 'n', keys: ['bytes', 'absent', 'json'] });
+    expect(reply).toMatchObject({ type: 'kvStore.getValues', success: true });
+    const items = reply.success ? reply.data.items : [];
+    expect(items).toEqual([
+      { key: 'bytes', exists: true, value: 'AAH+', contentType: 'application/octet-stream' },
+      { key: 'absent', exists: false, value: null, contentType: null },
+      { key: 'json', exists: true, value: { a: [1, 'two'] }, contentType: 'application/json' },
+    ]);
+    expect(Object.keys(items[0]!)).toEqual(['key', 'exists', 'value', 'contentType']);
+    const missing = await c.kvStore.getValues({ instanceId: 'nowhere', namespace: 'n', keys: ['k'] });
+    expect(missing).toMatchObject({ success: false, code: 'INSTANCE_NOT_FOUND' });
+  });
+
   it('see the writes made before them in the tick, and not those made after', async () => {
     const s = await server();
     const c = client({ url: s.url });
@@ -87,10 +124,11 @@ describe('the gets of one tick', () => {
     const c = client({ url: s.url });
     const ns = c.instance('fallback', { autoCreate: true }).namespace('n');
     const big = 'x'.repeat(60_000);
-    // 12 values of 60 KB, each twice in its item: about 1.4 MB, where a frame holds about 640 KB.
+    // 12 values of 60 KB: about 720 KB, where a frame holds about 640 KB. A handle's gets go in a
+    // getValues (one copy of each value); the split is the same as a getMany's.
     const keys = Array.from({ length: 12 }, (_, k) => `k${k}`);
     await Promise.all(keys.map((key) => ns.set(key, big)));
-    const counts = async () => [await answered(s, 'kvStore.getMany'), await answered(s, 'kvStore.get'), await failed(s, 'LIMIT_EXCEEDED')];
+    const counts = async () => [await answered(s, 'kvStore.getValues'), await answered(s, 'kvStore.get'), await failed(s, 'LIMIT_EXCEEDED')];
     const readAll = async () => expect(await Promise.all(keys.map((key) => ns.get(key)))).toEqual(keys.map(() => big));
     const before = await counts();
     await readAll();
@@ -166,6 +204,15 @@ describe('a getMany standing for gets', () => {
     const replies = await Promise.all(keys.map((key) => c.request('kvStore.get', { instanceId: 'i', namespace: 'n', key })));
     expect(replies.map((reply) => reply.success && reply.data.value)).toEqual(keys.map((key) => key.toUpperCase()));
     expect(slow.keyCounts).toEqual([MAX_GETS_PER_GET_MANY, 8]);
+  });
+
+  it("carries a handle's gets to a server without the getValues capability, as it does any get", async () => {
+    const slow = await slowServer({ delayMs: 0 });
+    const c = client({ url: slow.url });
+    await c.waitForReady();
+    const ns = c.instance('i').namespace('n');
+    expect(await Promise.all([ns.get('a'), ns.get('b')])).toEqual(['A', 'B']);
+    expect(slow.received).toEqual(['kvStore.getMany']);
   });
 
   it('leaves a get that timed out meanwhile rejected, and resolves the others', async () => {

@@ -134,6 +134,7 @@ const VALID: { [T in RequestType]: Record<string, unknown> } = {
   'kvStore.ping': {},
   'kvStore.stats': { instanceId: 'fz' },
   'kvStore.getMany': { instanceId: 'fz', namespace: 'n', keys: ['k', 'k2'] },
+  'kvStore.getValues': { instanceId: 'fz', namespace: 'n', keys: ['k', 'k2'] },
   'kvStore.setMany': { instanceId: 'fz', namespace: 'n', entries: [{ key: 'k2', value: 2 }, { key: 'b', value: 'AAEC', contentType: 'application/octet-stream' }], autoCreateInstance: true },
   'kvStore.list': { instanceId: 'fz', namespace: 'n', prefix: 'k', limit: 5, keysOnly: false, reverse: true },
   'kvStore.incr': { instanceId: 'fz', namespace: 'n', key: 'counter', by: 2, autoCreateInstance: true },

@@ -10,6 +10,7 @@ import { getFrameBytes, getManyFrame, getManyOutcome, getTarget, groupGets, type
 const queued = (requestId: string, instanceId: string, namespace: string, key: string): QueuedGet => ({
   requestId,
   target: { instanceId, namespace, key },
+  valueOnly: false,
 });
 
 describe('getTarget', () => {

@@ -29,6 +29,7 @@ const touches: { [T in RequestType]: (params: Params<T>) => Touched } = {
   'kvStore.ping': () => CONNECTION,
   'kvStore.stats': (p) => p.instanceId,
   'kvStore.getMany': (p) => p.instanceId,
+  'kvStore.getValues': (p) => p.instanceId,
   'kvStore.setMany': (p) => p.instanceId,
   'kvStore.list': (p) => p.instanceId,
   'kvStore.incr': (p) => p.instanceId,

@@ -118,9 +118,35 @@ export class KeyReading {
   }
 }
 
-/** Objects that carry their own JSON text (see StoredRecord, Reading and KeyReading). */
-function carriesJson(item: unknown): item is StoredRecord | Reading | KeyReading {
-  return item instanceof StoredRecord || item instanceof Reading || item instanceof KeyReading;
+/**
+ * One key's item in a getValues reply, `{ key, exists, value, contentType }`: a getMany item
+ * without its record (contentType null when the key is absent), for readers that want the value
+ * alone. Carries its JSON text once built, as KeyReading does, for the same reasons.
+ */
+export class KeyValue {
+  readonly key: string;
+  readonly exists: boolean;
+  readonly value: unknown;
+  readonly contentType: string | null;
+  readonly #record: KvRecord | null;
+  #json: string | undefined;
+
+  constructor(key: string, record: KvRecord | null) {
+    this.key = key;
+    this.exists = record !== null;
+    this.value = record === null ? null : record.value;
+    this.contentType = record === null ? null : record.contentType;
+    this.#record = record;
+  }
+
+  toJsonText(): string {
+    return (this.#json ??= `{"key":${JSON.stringify(this.key)},"exists":${this.exists},"value":${valueText(this.#record)},"contentType":${JSON.stringify(this.contentType)}}`);
+  }
+}
+
+/** Objects that carry their own JSON text (see StoredRecord, Reading, KeyReading and KeyValue). */
+function carriesJson(item: unknown): item is StoredRecord | Reading | KeyReading | KeyValue {
+  return item instanceof StoredRecord || item instanceof Reading || item instanceof KeyReading || item instanceof KeyValue;
 }
 
 /**
@@ -157,7 +183,7 @@ export function elementJson(item: unknown): string {
 export function valueJson(field: unknown): string {
   if (carriesJson(field)) return field.toJsonText();
   if (Array.isArray(field) && field.length > 0 && field.every((item) => item === null || carriesJson(item))) {
-    return `[${field.map((item: StoredRecord | KeyReading | null) => (item === null ? 'null' : item.toJsonText())).join(',')}]`;
+    return `[${field.map((item: StoredRecord | KeyReading | KeyValue | null) => (item === null ? 'null' : item.toJsonText())).join(',')}]`;
   }
   return JSON.stringify(field);
 }
