@@ -156,7 +156,9 @@ export function getManyOutcome(reply: Reply, gets: readonly QueuedGet[]): GetMan
     const get = gets[i]!;
     if (typeof item !== 'object' || item === null || (item as { key?: unknown }).key !== get.target.key) return { kind: 'malformed' };
     const { value, exists, record, contentType } = item as Record<string, unknown>;
-    // A getValues item's data has the item's contentType where a get's has its record (see above).
+    // A getValues item's data has the item's contentType where a get's has its record (see above);
+    // without it a binary value could not be told from a JSON string.
+    if (get.valueOnly && (typeof exists !== 'boolean' || (contentType !== null && typeof contentType !== 'string'))) return { kind: 'malformed' };
     const data = get.valueOnly ? { value, exists, contentType } : { value, exists, record };
     replies.push({ type: 'kvStore.get', requestId: get.requestId, success: true, data: data as ReplyData<'kvStore.get'>, timestamp: reply.timestamp });
   }

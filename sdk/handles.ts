@@ -272,8 +272,11 @@ export class NamespaceHandle {
     const data = await read(this.ctx, 'kvStore.get', this.where(key), valueOnly(options));
     if (data === ABSENT || !data.exists) return undefined;
     // Read through a getValues, the data has the value's contentType and no record (see coalesce.ts).
-    const { value, contentType } = (data.record ?? data) as { value: unknown; contentType?: string };
-    return fromWireValue(value, contentType) as T;
+    if (!('record' in data)) {
+      const { value, contentType } = data as { value: unknown; contentType: string };
+      return fromWireValue(value, contentType) as T;
+    }
+    return data.record === null ? undefined : (fromWireValue(data.record.value, data.record.contentType) as T);
   }
 
   /** The whole record of `key` (value decoded), or `undefined` when it does not exist. */

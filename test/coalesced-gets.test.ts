@@ -188,7 +188,9 @@ describe('a getMany standing for gets', () => {
         received.push(r.type);
         keyCounts.push(r.params.keys?.length ?? 1);
         if (behaviour === 'drop') return socket.terminate();
-        const items = r.params.keys!.map((key) => ({ key, exists: true, value: key.toUpperCase(), record: null }));
+        const at = new Date().toISOString();
+        const record = (key: string) => ({ id: key, instanceId: 'i', namespace: 'n', key, value: key.toUpperCase(), contentType: 'application/json', version: 1, revision: 1, createdAt: at, updatedAt: at, expiresAt: null });
+        const items = r.params.keys!.map((key) => ({ key, exists: true, value: key.toUpperCase(), record: record(key) }));
         if (behaviour.reversed === true) items.reverse();
         setTimeout(() => reply({ items }), behaviour.delayMs);
       });

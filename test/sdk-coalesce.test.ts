@@ -60,6 +60,36 @@ describe('groupGets', () => {
   });
 });
 
+describe('gets that want the value alone', () => {
+  const valueOnly = (requestId: string, key: string): QueuedGet => ({ ...queued(requestId, 'i', 'n', key), valueOnly: true });
+  const envelope = { type: 'kvStore.getValues' as const, requestId: '9', timestamp: '2026-11-22T00:00:00.000Z' };
+
+  it('go in a getValues of their own, apart from the gets of the same namespace that want records', () => {
+    const run = [queued('1', 'i', 'n', 'a'), valueOnly('2', 'b'), queued('3', 'i', 'n', 'c'), valueOnly('4', 'd')];
+    const groups = groupGets(run, 32, Infinity);
+    expect(groups.map((group) => group.map((get) => get.requestId))).toEqual([['1', '3'], ['2', '4']]);
+    expect(JSON.parse(getManyFrame('7', groups[0]!))).toEqual({ type: 'kvStore.getMany', requestId: '7', params: { instanceId: 'i', namespace: 'n', keys: ['a', 'c'] } });
+    expect(JSON.parse(getManyFrame('8', groups[1]!))).toEqual({ type: 'kvStore.getValues', requestId: '8', params: { instanceId: 'i', namespace: 'n', keys: ['b', 'd'] } });
+  });
+
+  it('are answered with the value and its content type, and a getValues item without them is malformed', () => {
+    const gets = [valueOnly('1', 'a'), valueOnly('2', 'b')];
+    const items = [
+      { key: 'a', exists: true, value: 'AAH+', contentType: 'application/octet-stream' },
+      { key: 'b', exists: false, value: null, contentType: null },
+    ];
+    expect(getManyOutcome({ ...envelope, success: true, data: { items } } as unknown as Reply, gets)).toEqual({
+      kind: 'answered',
+      replies: [
+        { type: 'kvStore.get', requestId: '1', success: true, data: { value: 'AAH+', exists: true, contentType: 'application/octet-stream' }, timestamp: envelope.timestamp },
+        { type: 'kvStore.get', requestId: '2', success: true, data: { value: null, exists: false, contentType: null }, timestamp: envelope.timestamp },
+      ],
+    });
+    const without = [{ key: 'a', exists: true, value: 'AAH+' }, items[1]];
+    expect(getManyOutcome({ ...envelope, success: true, data: { items: without } } as unknown as Reply, gets)).toEqual({ kind: 'malformed' });
+  });
+});
+
 describe('getManyOutcome', () => {
   const gets = [queued('1', 'i', 'n', 'a'), queued('2', 'i', 'n', 'b')];
   const envelope = { type: 'kvStore.getMany' as const, requestId: '9', timestamp: '2026-11-22T00:00:00.000Z' };
