@@ -753,7 +753,7 @@ export class Connection {
    * Rejects with TIMEOUT each request with the default timeout whose deadline has passed, and
    * sets the deadline timer for the next one. Those requests time out in the order they were
    * made, which is the order of `pending`, so one timer serves them all: a timer of their own cost
-   * a get about 3 µs of the client's CPU under load (bench/README.md).
+   * a get about 2.6 µs of the client's CPU under load (bench/README.md).
    */
   private expireRequests(): void {
     this.deadlineTimer = undefined;

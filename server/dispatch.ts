@@ -46,7 +46,7 @@ export const NOT_JSON: unique symbol = Symbol('not JSON');
 /**
  * A text frame's JSON, or NOT_JSON. A frame is parsed once, here: the connection counts its
  * requests against the in-flight cap from it and dispatch answers it (a batch of five sets was
- * parsed twice before, a twentieth of the CPU of SDK writes).
+ * parsed twice before: about 3 % of the server's samples under SDK sets).
  */
 export function parseFrame(text: string): unknown {
   try {
@@ -306,17 +306,18 @@ function validationError(error: z.ZodError): ProtocolError {
 }
 
 /**
- * How many requests a parsed text frame (see parseFrame) holds, for the per-connection in-flight count: a batch counts
- * its elements; anything else — one request, or a frame answered with a single error reply — is 1.
+ * How many requests a parsed text frame (see parseFrame) holds, for the per-connection in-flight
+ * count: a batch counts its elements; anything else — one request, or a frame answered with a
+ * single error reply — is 1.
  */
 export function requestCount(frame: unknown, maxBatch: number): number {
   return Array.isArray(frame) && frame.length >= 1 && frame.length <= maxBatch ? frame.length : 1;
 }
 
 /**
- * The RATE_LIMITED answer to a parsed frame the connection has no room for: one failure per request, in
- * the place its reply would take (a batch gets an array), so that every request is still answered
- * exactly once. Nothing in the frame is run.
+ * The RATE_LIMITED answer to a parsed frame the connection has no room for: one failure per
+ * request, in the place its reply would take (a batch gets an array), so that every request is
+ * still answered exactly once. Nothing in the frame is run.
  */
 export function rateLimitedFrame(frame: unknown, limits: { maxInFlight: number; maxBatch: number }, retryAfterMs: number): string {
   const { maxInFlight, maxBatch } = limits;
