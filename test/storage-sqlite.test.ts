@@ -143,13 +143,35 @@ describe('sqlite engine: files', () => {
       for (let i = 0; i < 10; i++) await engine.set({ instanceId: 'i', namespace: 'n', key: `k${i}`, value: json(i), autoCreate: true });
       const before = await engine.metrics();
       expect(await engine.pruneChanges({ maxCount: 2, maxAgeMs: 60_000 }, 256)).toBe(8);
-      expect(await engine.pruneKeptReplies(0, 256)).toBe(0);
       const after = await engine.metrics();
-      expect([after.commits - before.commits, after.syncs - before.syncs]).toEqual([2, 0]);
+      expect([after.commits - before.commits, after.syncs - before.syncs]).toEqual([1, 0]);
       expect(await engine.oldestRevision()).toBe(9);
       // The next write's sync covers the trimming too.
       await engine.set({ instanceId: 'i', namespace: 'n', key: 'after', value: json(1) });
       expect((await engine.metrics()).syncs).toBe(after.syncs + 1);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('runs housekeeping that finds nothing to do without a commit, and commits once when it finds some', async () => {
+    let now = Date.parse('2026-01-01T00:00:00Z');
+    const engine = openSqliteEngine(freshPath(), { now: () => now });
+    try {
+      await engine.set({ instanceId: 'i', namespace: 'n', key: 'short', value: json(1), ttlMs: 60_000, autoCreate: true });
+      const idle = async () => {
+        expect(await engine.sweepExpired(256)).toBe(0);
+        expect(await engine.pruneChanges({ maxCount: 100, maxAgeMs: 60_000 }, 256)).toBe(0);
+        expect(await engine.pruneKeptReplies(60_000, 256)).toBe(0);
+      };
+      const before = await engine.metrics();
+      await idle();
+      const after = await engine.metrics();
+      // Before, each step was a commit, and the sweep's an fsync: four of each a second on an idle server.
+      expect([after.commits - before.commits, after.syncs - before.syncs]).toEqual([0, 0]);
+      now += 61_000;
+      expect(await engine.sweepExpired(256)).toBe(1);
+      expect((await engine.metrics()).commits).toBe(after.commits + 1);
     } finally {
       await engine.close();
     }

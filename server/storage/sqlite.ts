@@ -173,6 +173,7 @@ function prepareStatements(db: Database.Database) {
       'SELECT revision, created_at FROM changes ORDER BY revision LIMIT ?',
     ),
     dropChangesThrough: db.prepare<[number]>('DELETE FROM changes WHERE revision <= ?'),
+    anyKeptReplyBefore: db.prepare<[number], number>('SELECT 1 FROM kept_replies WHERE created_at < ? LIMIT 1').pluck(),
 
     getKeptReply: db.prepare<[string, string], KeptReplyRow>('SELECT fingerprint, outcome FROM kept_replies WHERE owner = ? AND key = ?'),
     keepReply: db.prepare<[string, string, string, string, number]>(
@@ -216,6 +217,7 @@ function prepareStatements(db: Database.Database) {
     expiredKeys: db.prepare<[number, number], KeyRow>(
       'SELECT instance_id, namespace, key FROM records WHERE expires_at <= ? ORDER BY expires_at LIMIT ?',
     ),
+    anyExpired: db.prepare<[number], number>('SELECT 1 FROM records WHERE expires_at <= ? LIMIT 1').pluck(),
     expiredInNamespace: db.prepare<[string, string, number], KeyRow>(
       'SELECT instance_id, namespace, key FROM records WHERE instance_id = ? AND namespace = ? AND expires_at <= ?',
     ),
@@ -611,35 +613,62 @@ class SqliteEngine implements StorageEngine {
   }
 
   async pruneChanges(retention: ChangeRetention, limit: number, keepFrom = Infinity): Promise<number> {
-    return this.forget(() => {
-      const countCutoff = this.revision - retention.maxCount;
-      const ageCutoff = this.now() - retention.maxAgeMs;
-      // Only a leading run goes, so the log always holds every revision from oldestChange on.
-      let last: number | undefined;
-      let dropped = 0;
-      for (const row of this.stmts.oldestChanges.all(limit)) {
-        if (row.revision >= keepFrom || (row.revision > countCutoff && row.created_at >= ageCutoff)) break;
-        last = row.revision;
-        dropped++;
-      }
-      if (last === undefined) return 0;
-      this.stmts.dropChangesThrough.run(last);
-      this.oldestChange = last + 1;
-      this.stmts.saveOldestChange.run(this.oldestChange);
-      return dropped;
-    });
+    return this.housekeep(
+      () => this.changesToDrop(retention, limit, keepFrom) !== undefined,
+      () =>
+        this.forget(() => {
+          const drop = this.changesToDrop(retention, limit, keepFrom);
+          if (drop === undefined) return 0;
+          this.stmts.dropChangesThrough.run(drop.last);
+          this.oldestChange = drop.last + 1;
+          this.stmts.saveOldestChange.run(this.oldestChange);
+          return drop.count;
+        }),
+    );
+  }
+
+  /** The leading run of the change log past its retention: only such a run goes, so the log always holds every revision from oldestChange on. */
+  private changesToDrop(retention: ChangeRetention, limit: number, keepFrom: number): { last: number; count: number } | undefined {
+    const countCutoff = this.revision - retention.maxCount;
+    const ageCutoff = this.now() - retention.maxAgeMs;
+    let last: number | undefined;
+    let count = 0;
+    for (const row of this.stmts.oldestChanges.all(limit)) {
+      if (row.revision >= keepFrom || (row.revision > countCutoff && row.created_at >= ageCutoff)) break;
+      last = row.revision;
+      count++;
+    }
+    return last === undefined ? undefined : { last, count };
   }
 
   async sweepExpired(limit: number): Promise<number> {
-    return this.write(undefined, () => {
-      const expired = this.stmts.expiredKeys.all(this.now(), limit);
-      for (const row of expired) this.expireKey(row);
-      return expired.length;
-    });
+    return this.housekeep(
+      () => this.stmts.anyExpired.get(this.now()) !== undefined,
+      () =>
+        this.write(undefined, () => {
+          const expired = this.stmts.expiredKeys.all(this.now(), limit);
+          for (const row of expired) this.expireKey(row);
+          return expired.length;
+        }),
+    );
   }
 
   async pruneKeptReplies(maxAgeMs: number, limit: number): Promise<number> {
-    return this.forget(() => this.stmts.pruneKeptReplies.run(this.now() - maxAgeMs, limit).changes);
+    return this.housekeep(
+      () => this.stmts.anyKeptReplyBefore.get(this.now() - maxAgeMs) !== undefined,
+      () => this.forget(() => this.stmts.pruneKeptReplies.run(this.now() - maxAgeMs, limit).changes),
+    );
+  }
+
+  /**
+   * Runs a housekeeping step as a write only when a look first finds work for it. Otherwise an
+   * idle server would commit several times a second, and in `full` fsync, to change nothing;
+   * each such commit also made the commit counter drift under a client that counts its own.
+   * The write looks again, since other writes may come between.
+   */
+  private housekeep(hasWork: () => boolean, write: () => Promise<number>): Promise<number> {
+    this.assertOpen();
+    return hasWork() ? write() : Promise.resolve(0);
   }
 
   async metrics(): Promise<EngineMetrics> {
