@@ -269,10 +269,14 @@ describe('the request path', () => {
   it('expires keys by TTL, and its sweeper announces the expiry to watchers', async () => {
     await using kv = openKV({ path: ':memory:', sweepIntervalMs: 10 });
     const ns = kv.instance('app', { autoCreate: true }).namespace('ns');
-    await ns.set('short', 1, { ttlMs: 30 });
-    expect(await ns.ttl('short')).toBeGreaterThan(0);
+    await ns.set('other', 0); // creates the instance, which a watch needs
+    // Watching before the write, and a TTL well above the sweep's interval: a late timer on a
+    // loaded machine can neither expire the key before ttl() reads it nor announce it unwatched.
     const subscription = ns.watch({ key: 'short' });
     await subscription.ready;
+    await ns.set('short', 1, { ttlMs: 300 });
+    expect(await ns.ttl('short')).toBeGreaterThan(0);
+    expect((await subscription.next()).value).toMatchObject({ kind: 'set', key: 'short' });
     const next = await subscription.next();
     expect(next.value).toMatchObject({ kind: 'expire', key: 'short' });
     expect(await ns.get('short')).toBeUndefined();

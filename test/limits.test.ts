@@ -170,13 +170,14 @@ describe('maxInFlight', () => {
 
 describe('heartbeat', () => {
   it('terminates a peer that stops answering pings, freeing its connection slot', async () => {
-    const s = await server({ maxConnections: 1, heartbeatIntervalMs: 50 });
+    // Long enough that the second upgrade below is surely refused before the silent peer is dropped.
+    const s = await server({ maxConnections: 1, heartbeatIntervalMs: 500 });
     const silent = await connectRaw(s.url);
     cleanups.push(async () => silent.socket.terminate());
     // Stop reading: the peer no longer answers the server's pings, like a machine that vanished.
     (silent.socket as unknown as { _socket: import('node:net').Socket })._socket.pause();
     expect(await tryUpgrade(s.url)).toMatchObject({ opened: false, status: 503 });
-    await until(async () => (await tryUpgrade(s.url)).opened, 3000);
+    await until(async () => (await tryUpgrade(s.url)).opened, 5000);
   });
 });
 
@@ -216,7 +217,7 @@ describe('SDK idle ping', () => {
 
   it('drops a half-open connection: the request in flight rejects with CONNECTION_CLOSED, then the client reconnects', async () => {
     const frozen = await freezingServer((n) => n === 1);
-    const c = client({ url: frozen.url, idleTimeoutMs: 150, pingTimeoutMs: 150 });
+    const c = client({ url: frozen.url, idleTimeoutMs: 150, pingTimeoutMs: 600 });
     await c.waitForReady();
     const started = Date.now();
     // Without the probe this would wait for its 20 s timeout: the socket never closes by itself.
@@ -229,13 +230,14 @@ describe('SDK idle ping', () => {
 
   it('without ws-level ping (a browser socket), probes with kvStore.ping', async () => {
     const frozen = await freezingServer((n) => n === 1);
-    const c = client({ url: frozen.url, idleTimeoutMs: 150, pingTimeoutMs: 150, WebSocket: BrowserLikeWebSocket });
+    const c = client({ url: frozen.url, idleTimeoutMs: 150, pingTimeoutMs: 600, WebSocket: BrowserLikeWebSocket });
     await c.waitForReady();
     await expect(c.request('kvStore.get', get, { timeoutMs: 20_000 })).rejects.toMatchObject({ code: 'CONNECTION_CLOSED' });
     await c.waitForReady();
     expect(frozen.connections()).toBe(2);
-    // The healthy second connection answers the probes, so it stays up.
-    await new Promise((resolve) => setTimeout(resolve, 600));
+    // The healthy second connection answers the probes, so it stays up. A probe answered is
+    // followed by the next check after pingTimeoutMs: this wait spans at least two.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
     expect(frozen.received.filter((type) => type === 'kvStore.ping').length).toBeGreaterThan(1);
     expect(frozen.connections()).toBe(2);
     expect(c.state).toBe('ready');
@@ -243,7 +245,7 @@ describe('SDK idle ping', () => {
 
   it('keeps a healthy idle connection', async () => {
     const s = await server();
-    const c = client({ url: s.url, idleTimeoutMs: 50, pingTimeoutMs: 200 });
+    const c = client({ url: s.url, idleTimeoutMs: 50, pingTimeoutMs: 1000 });
     const ready = c.waitForReady();
     await ready;
     await new Promise((resolve) => setTimeout(resolve, 500));

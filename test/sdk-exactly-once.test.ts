@@ -286,13 +286,15 @@ describe('exactly-once writes through a proxy to a real server', () => {
     const [frame] = await held(1);
     await sleep(400 - (performance.now() - started));
     proxy.refuse = true;
+    const droppedAt = performance.now() - started;
     proxy.drop();
 
     await expect(write).rejects.toMatchObject({ code: 'TIMEOUT', type: 'kvStore.incr', requestId: frame!.requestId });
     const elapsed = performance.now() - started;
-    // A deadline counted again from the drop would end at 1200 ms or later.
+    // A deadline counted again from the drop would end 800 ms after it or later (bounded by the
+    // drop's real time, not the 400 ms planned, which a loaded machine's late timer overshoots).
     expect(elapsed).toBeGreaterThanOrEqual(790);
-    expect(elapsed).toBeLessThan(1150);
+    expect(elapsed).toBeLessThan(droppedAt + 790);
 
     proxy.refuse = false;
     await c.waitForReady();
@@ -406,7 +408,7 @@ describe('exactly-once writes across server crashes', () => {
 
   // Needs the server's side of exactly-once: until the server keeps replies, an incr that committed
   // just before a SIGKILL runs again when the SDK re-sends it, and the counter ends above the calls.
-  it(`${RESTARTS} SIGKILL restarts during keyed incr load: every call resolves, and the counter equals the number of calls`, { timeout: 30_000 }, async () => {
+  it(`${RESTARTS} SIGKILL restarts during keyed incr load: every call resolves, and the counter equals the number of calls`, { timeout: 90_000 }, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kvhub-eo-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const db = join(dir, 'kvhub.db');
