@@ -31,9 +31,10 @@ import { MAX_KEY_BYTES, utf8Length } from '../protocol/limits.js';
  */
 
 /**
- * Marks the options of a get whose caller wants the value alone (a handle's `get`): with other
- * such gets of its tick it may go out as a `kvStore.getValues`, whose reply leaves the record out
- * (see above). A symbol, so that it is no part of the public options.
+ * Marks the options of a get or getMany whose caller wants the values alone (a handle's `get` and
+ * `getMany`): with other such gets of its tick a get may go out as a `kvStore.getValues`, whose
+ * reply leaves the record out (see above), and a getMany goes as one. A symbol, so that it is no
+ * part of the public options.
  */
 export const VALUE_ONLY: unique symbol = Symbol('kvhub.valueOnly');
 

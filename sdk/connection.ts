@@ -91,7 +91,7 @@ interface Pending {
   readonly resend: boolean;
   /** Where a plain get reads, so that the gets of one tick can go as one getMany (see coalesce.ts). */
   readonly target: GetTarget | undefined;
-  /** A plain get whose caller wants the value alone (see {@link VALUE_ONLY}). */
+  /** A plain get, or a getMany, whose caller wants the values alone (see {@link VALUE_ONLY}). */
   readonly valueOnly: boolean;
   resolve(reply: Reply): void;
   reject(error: KvError): void;
@@ -550,7 +550,7 @@ export class Connection {
         everSent: false,
         resend: isKeyedWrite(type, params),
         target,
-        valueOnly: target !== undefined && (options as { [VALUE_ONLY]?: boolean })[VALUE_ONLY] === true,
+        valueOnly: (target !== undefined || type === 'kvStore.getMany') && (options as { [VALUE_ONLY]?: boolean })[VALUE_ONLY] === true,
         resolve,
         reject,
         deadline: ownTimeout ? undefined : performance.now() + delay,
@@ -693,8 +693,13 @@ export class Connection {
     }
   }
 
-  /** The request's frame, built on first need for a plain get (see {@link Pending.frame}). */
+  /**
+   * The request's frame, built on first need for a plain get (see {@link Pending.frame}). A
+   * getMany that wants values alone goes as a getValues, whose params are the same, to a server
+   * that lists it: decided as it goes out, for the server it goes to.
+   */
   private frameOf(entry: Pending, requestId: string): string {
+    if (entry.valueOnly && entry.target === undefined && this.getValues) return asGetValues(entry.frame!);
     return (entry.frame ??= JSON.stringify({ type: entry.type, requestId, params: entry.target }));
   }
 
@@ -833,6 +838,14 @@ export class Connection {
  */
 const endOfTick: (task: () => void) => void =
   typeof globalThis.process?.nextTick === 'function' ? (task) => globalThis.process.nextTick(task) : (task) => queueMicrotask(task);
+
+const GET_MANY_HEAD = '{"type":"kvStore.getMany",';
+const GET_VALUES_HEAD = '{"type":"kvStore.getValues",';
+
+/** A getMany's frame as a getValues: `type` comes first in the frames `request` builds. */
+function asGetValues(frame: string): string {
+  return frame.startsWith(GET_MANY_HEAD) ? GET_VALUES_HEAD + frame.slice(GET_MANY_HEAD.length) : frame;
+}
 
 /** True when the server's hello lists `capability` (read defensively: the hello reply is not validated). */
 function hasCapability(info: ServerInfo, capability: string): boolean {

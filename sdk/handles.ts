@@ -125,10 +125,18 @@ const ABSENT = Symbol('absent');
 
 const VALUE_ONLY_OPTIONS: RequestOptions = { [VALUE_ONLY]: true } as RequestOptions;
 
-/** `options` marked for a get whose caller wants the value alone (see VALUE_ONLY). */
+/** `options` marked for a get or getMany whose caller wants the values alone (see VALUE_ONLY). */
 function valueOnly(options: RequestOptions | undefined): RequestOptions {
   // Not a spread: on Node 20 one followed by a new field takes V8's slow path.
   return options === undefined ? VALUE_ONLY_OPTIONS : Object.assign({ [VALUE_ONLY]: true }, options);
+}
+
+/** An item of a getMany's reply, or of a getValues' (with `contentType`, without `record`). */
+interface ValueOrRecordItem {
+  exists: boolean;
+  value?: unknown;
+  contentType?: string | null;
+  record?: { contentType: string } | null;
 }
 
 /** Sends a request and returns its data; a `success: false` reply becomes a thrown KvError. */
@@ -388,9 +396,14 @@ export class NamespaceHandle {
   /** The values of `keys`, in the order asked; `undefined` for a key that does not exist. */
   async getMany<T = unknown>(keys: readonly string[], options?: RequestOptions): Promise<(T | undefined)[]> {
     if (keys.length === 0) return [];
-    const data = await read(this.ctx, 'kvStore.getMany', { instanceId: this.instanceId, namespace: this.name, keys: [...keys] }, options);
+    // Values alone: sent as a kvStore.getValues where the server has it, whose items carry their
+    // contentType in place of the record (see Connection.frameOf).
+    const params = { instanceId: this.instanceId, namespace: this.name, keys: [...keys] };
+    const data = await read(this.ctx, 'kvStore.getMany', params, valueOnly(options));
     if (data === ABSENT) return keys.map(() => undefined);
-    return data.items.map((item) => (item.exists ? (fromWireValue(item.value, item.record?.contentType) as T) : undefined));
+    return (data.items as ValueOrRecordItem[]).map((item) =>
+      item.exists ? (fromWireValue(item.value, item.contentType ?? item.record?.contentType) as T) : undefined,
+    );
   }
 
   /** Writes several keys at once, all or nothing; returns the new records (values decoded). */

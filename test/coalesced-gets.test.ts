@@ -87,6 +87,10 @@ describe('the gets of one tick', () => {
     expect((await counts()).map((n, i) => n - before[i]!)).toEqual([1, 0, 0]);
     const records = await Promise.all(keys.map((key) => ns.getRecord(key)));
     expect(records.map((record) => record?.value)).toEqual(values);
+    // A handle's getMany wants the values alone too: it goes as a getValues.
+    const beforeMany = await counts();
+    expect(await ns.getMany(keys)).toEqual(values);
+    expect((await counts()).map((n, i) => n - beforeMany[i]!)).toEqual([1, 0, 0]);
   });
 
   it('kvStore.getValues answers each key with its value and content type, in the order asked', async () => {
@@ -215,6 +219,9 @@ describe('a getMany standing for gets', () => {
     const ns = c.instance('i').namespace('n');
     expect(await Promise.all([ns.get('a'), ns.get('b')])).toEqual(['A', 'B']);
     expect(slow.received).toEqual(['kvStore.getMany']);
+    // A handle's getMany goes as the getMany it is.
+    expect(await ns.getMany(['c', 'd'])).toEqual(['C', 'D']);
+    expect(slow.received).toEqual(['kvStore.getMany', 'kvStore.getMany']);
   });
 
   it('leaves a get that timed out meanwhile rejected, and resolves the others', async () => {

@@ -400,7 +400,7 @@ class SqliteEngine implements StorageEngine {
         if (row === null) return null;
         bytes += rowBytes(row);
         if (bytes > maxBytes) {
-          throw new ProtocolError(ErrorCode.LIMIT_EXCEEDED, 'getMany would exceed the reply size limit', { budgetBytes: maxBytes });
+          throw new ProtocolError(ErrorCode.LIMIT_EXCEEDED, 'the values of these keys would exceed the reply size limit', { budgetBytes: maxBytes });
         }
         return toRecord(row, serializeOnly);
       });
