@@ -842,7 +842,7 @@ const endOfTick: (task: () => void) => void =
 const GET_MANY_HEAD = '{"type":"kvStore.getMany",';
 const GET_VALUES_HEAD = '{"type":"kvStore.getValues",';
 
-/** A getMany's frame as a getValues: `type` comes first in the frames `request` builds. */
+/** A getMany's frame as a getValues: `type` comes first in the frames `enqueue` builds. */
 function asGetValues(frame: string): string {
   return frame.startsWith(GET_MANY_HEAD) ? GET_VALUES_HEAD + frame.slice(GET_MANY_HEAD.length) : frame;
 }

@@ -132,12 +132,7 @@ function valueOnly(options: RequestOptions | undefined): RequestOptions {
 }
 
 /** An item of a getMany's reply, or of a getValues' (with `contentType`, without `record`). */
-interface ValueOrRecordItem {
-  exists: boolean;
-  value?: unknown;
-  contentType?: string | null;
-  record?: { contentType: string } | null;
-}
+type ValueOrRecordItem = Partial<ReplyData<'kvStore.getMany'>['items'][number] & ReplyData<'kvStore.getValues'>['items'][number]> & { exists: boolean };
 
 /** Sends a request and returns its data; a `success: false` reply becomes a thrown KvError. */
 async function call<T extends RequestType>(ctx: Context, type: T, params: ParamsInput<T>, options?: RequestOptions): Promise<ReplyData<T>> {

@@ -245,10 +245,11 @@ describe('SDK idle ping', () => {
 
   it('keeps a healthy idle connection', async () => {
     const s = await server();
-    const c = client({ url: s.url, idleTimeoutMs: 50, pingTimeoutMs: 1000 });
+    const c = client({ url: s.url, idleTimeoutMs: 50, pingTimeoutMs: 500 });
     const ready = c.waitForReady();
     await ready;
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    // A probe's answer is checked pingTimeoutMs after it went out: this wait spans two checks.
+    await new Promise((resolve) => setTimeout(resolve, 1600));
     expect(c.state).toBe('ready');
     // The same memoised promise: the connection never dropped.
     expect(c.waitForReady()).toBe(ready);

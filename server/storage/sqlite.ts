@@ -217,7 +217,6 @@ function prepareStatements(db: Database.Database) {
     expiredKeys: db.prepare<[number, number], KeyRow>(
       'SELECT instance_id, namespace, key FROM records WHERE expires_at <= ? ORDER BY expires_at LIMIT ?',
     ),
-    anyExpired: db.prepare<[number], number>('SELECT 1 FROM records WHERE expires_at <= ? LIMIT 1').pluck(),
     expiredInNamespace: db.prepare<[string, string, number], KeyRow>(
       'SELECT instance_id, namespace, key FROM records WHERE instance_id = ? AND namespace = ? AND expires_at <= ?',
     ),
@@ -614,11 +613,9 @@ class SqliteEngine implements StorageEngine {
 
   async pruneChanges(retention: ChangeRetention, limit: number, keepFrom = Infinity): Promise<number> {
     return this.housekeep(
-      () => this.changesToDrop(retention, limit, keepFrom) !== undefined,
-      () =>
+      () => this.changesToDrop(retention, limit, keepFrom),
+      (drop) =>
         this.forget(() => {
-          const drop = this.changesToDrop(retention, limit, keepFrom);
-          if (drop === undefined) return 0;
           this.stmts.dropChangesThrough.run(drop.last);
           this.oldestChange = drop.last + 1;
           this.stmts.saveOldestChange.run(this.oldestChange);
@@ -643,10 +640,12 @@ class SqliteEngine implements StorageEngine {
 
   async sweepExpired(limit: number): Promise<number> {
     return this.housekeep(
-      () => this.stmts.anyExpired.get(this.now()) !== undefined,
-      () =>
+      () => {
+        const expired = this.stmts.expiredKeys.all(this.now(), limit);
+        return expired.length === 0 ? undefined : expired;
+      },
+      (expired) =>
         this.write(undefined, () => {
-          const expired = this.stmts.expiredKeys.all(this.now(), limit);
           for (const row of expired) this.expireKey(row);
           return expired.length;
         }),
@@ -655,20 +654,26 @@ class SqliteEngine implements StorageEngine {
 
   async pruneKeptReplies(maxAgeMs: number, limit: number): Promise<number> {
     return this.housekeep(
-      () => this.stmts.anyKeptReplyBefore.get(this.now() - maxAgeMs) !== undefined,
+      () => this.stmts.anyKeptReplyBefore.get(this.now() - maxAgeMs),
       () => this.forget(() => this.stmts.pruneKeptReplies.run(this.now() - maxAgeMs, limit).changes),
     );
   }
 
   /**
-   * Runs a housekeeping step as a write only when a look first finds work for it. Otherwise an
-   * idle server would commit several times a second, and in `full` fsync, to change nothing;
-   * each such commit also made the commit counter drift under a client that counts its own.
-   * The write looks again, since other writes may come between.
+   * Runs a housekeeping step as a write only when its look (a read) finds work, which it hands
+   * on: an idle server used to commit on every step, and in `full` fsync, to change nothing. The
+   * look and the write's start run in one synchronous call on the only connection that writes,
+   * so what the look found still holds.
    */
-  private housekeep(hasWork: () => boolean, write: () => Promise<number>): Promise<number> {
+  private housekeep<W>(look: () => W | undefined, write: (found: W) => Promise<number>): Promise<number> {
     this.assertOpen();
-    return hasWork() ? write() : Promise.resolve(0);
+    let found: W | undefined;
+    try {
+      found = look();
+    } catch (error) {
+      return Promise.reject(toEngineError(error));
+    }
+    return found === undefined ? Promise.resolve(0) : write(found);
   }
 
   async metrics(): Promise<EngineMetrics> {
