@@ -131,8 +131,17 @@ function valueOnly(options: RequestOptions | undefined): RequestOptions {
   return options === undefined ? VALUE_ONLY_OPTIONS : Object.assign({ [VALUE_ONLY]: true }, options);
 }
 
-/** An item of a getMany's reply, or of a getValues' (with `contentType`, without `record`). */
+/**
+ * A get's data or a getMany item (with `record`), or the same read through a getValues (with
+ * `contentType` instead): the SDK sends a handle's reads, which want values alone, as getValues
+ * where the server has it (see coalesce.ts and Connection.frameOf).
+ */
 type ValueOrRecordItem = Partial<ReplyData<'kvStore.getMany'>['items'][number] & ReplyData<'kvStore.getValues'>['items'][number]> & { exists: boolean };
+
+/** The decoded value of an item that exists, from its record or, without one, its value and contentType. */
+function itemValue(item: ValueOrRecordItem): unknown {
+  return item.record != null ? fromWireValue(item.record.value, item.record.contentType) : fromWireValue(item.value, item.contentType ?? undefined);
+}
 
 /** Sends a request and returns its data; a `success: false` reply becomes a thrown KvError. */
 async function call<T extends RequestType>(ctx: Context, type: T, params: ParamsInput<T>, options?: RequestOptions): Promise<ReplyData<T>> {
@@ -272,14 +281,10 @@ export class NamespaceHandle {
 
   /** The value of `key`, or `undefined` when it does not exist (a stored `null` reads as `null`). */
   async get<T = unknown>(key: string, options?: RequestOptions): Promise<T | undefined> {
-    const data = await read(this.ctx, 'kvStore.get', this.where(key), valueOnly(options));
-    if (data === ABSENT || !data.exists) return undefined;
-    // Read through a getValues, the data has the value's contentType and no record (see coalesce.ts).
-    if (!('record' in data)) {
-      const { value, contentType } = data as { value: unknown; contentType: string };
-      return fromWireValue(value, contentType) as T;
-    }
-    return data.record === null ? undefined : (fromWireValue(data.record.value, data.record.contentType) as T);
+    const data: ValueOrRecordItem | typeof ABSENT = await read(this.ctx, 'kvStore.get', this.where(key), valueOnly(options));
+    // A full reply whose record is null reads as absent, as getRecord reads it.
+    if (data === ABSENT || !data.exists || data.record === null) return undefined;
+    return itemValue(data) as T;
   }
 
   /** The whole record of `key` (value decoded), or `undefined` when it does not exist. */
@@ -391,14 +396,10 @@ export class NamespaceHandle {
   /** The values of `keys`, in the order asked; `undefined` for a key that does not exist. */
   async getMany<T = unknown>(keys: readonly string[], options?: RequestOptions): Promise<(T | undefined)[]> {
     if (keys.length === 0) return [];
-    // Values alone: sent as a kvStore.getValues where the server has it, whose items carry their
-    // contentType in place of the record (see Connection.frameOf).
     const params = { instanceId: this.instanceId, namespace: this.name, keys: [...keys] };
     const data = await read(this.ctx, 'kvStore.getMany', params, valueOnly(options));
     if (data === ABSENT) return keys.map(() => undefined);
-    return (data.items as ValueOrRecordItem[]).map((item) =>
-      item.exists ? (fromWireValue(item.value, item.contentType ?? item.record?.contentType) as T) : undefined,
-    );
+    return (data.items as ValueOrRecordItem[]).map((item) => (item.exists ? (itemValue(item) as T) : undefined));
   }
 
   /** Writes several keys at once, all or nothing; returns the new records (values decoded). */
