@@ -122,6 +122,24 @@ export const SetManyEntry = z.strictObject({
   ttlMs: TtlMs.optional(),
 });
 
+/** One set of a `kvStore.setEach`: a `kvStore.set`'s params without the instance, namespace, autoCreateInstance and key of the whole. */
+export const SetEachEntry = z
+  .strictObject({
+    key: Key,
+    value: Value,
+    contentType: ContentType.optional(),
+    ttlMs: TtlMs.optional(),
+    ...conditions,
+  })
+  .refine(noConflictingConditions, CONDITIONS_EXCLUSIVE);
+
+/** A setEach entry's result: what the entry's `kvStore.set` alone would have been answered, without its envelope. */
+export const SetEachResult = z.union([
+  z.object({ success: z.literal(true), record: KvRecord }),
+  z.object({ success: z.literal(false), code: z.string(), error: z.string(), data: z.unknown().optional() }),
+]);
+export type SetEachResult = z.infer<typeof SetEachResult>;
+
 const empty = z.strictObject({});
 
 /** Makes a write exactly-once: a repeat with the same key and params gets the kept reply. */
@@ -300,6 +318,16 @@ export const messages = {
     }),
     data: z.object({ records: z.array(KvRecord) }),
   },
+  'kvStore.setEach': {
+    params: z.strictObject({
+      ...writeParams,
+      instanceId: InstanceId,
+      namespace: Namespace,
+      entries: z.array(SetEachEntry).min(1),
+      autoCreateInstance: z.boolean().optional(),
+    }),
+    data: z.object({ results: z.array(SetEachResult) }),
+  },
   'kvStore.list': {
     params: z.strictObject({
       instanceId: InstanceId,
@@ -387,6 +415,7 @@ export const batchParams: { readonly [T in RequestType]?: readonly (keyof Params
   'kvStore.getMany': ['keys'],
   'kvStore.getValues': ['keys'],
   'kvStore.setMany': ['entries'],
+  'kvStore.setEach': ['entries'],
   'kvStore.atomic': ['ops', 'checks'],
 };
 

@@ -21,6 +21,7 @@ const WRITES = {
   'kvStore.delete': true,
   'kvStore.deleteNamespace': true,
   'kvStore.setMany': true,
+  'kvStore.setEach': true,
   'kvStore.incr': true,
   'kvStore.expire': true,
   'kvStore.atomic': true,

@@ -202,12 +202,16 @@ export class KvStoreApi {
 
   /** Writes several keys of one namespace, all or nothing. Data: `{ records }`. */
   async setMany(params: ParamsInput<'kvStore.setMany'>, options?: RequestOptions): Promise<Reply<'kvStore.setMany'>> {
-    const entries = params.entries.map((entry) => {
-      const { value, contentType, ...rest } = entry;
-      // Into `rest`, not a new spread of it: on Node 20, { ...rest, ...wire } took about 2 µs per entry.
-      return Object.assign(rest, toWireValue(value, contentType));
-    });
-    return this.send('kvStore.setMany', { ...params, entries }, options);
+    return this.send('kvStore.setMany', { ...params, entries: wireEntries(params.entries) }, options);
+  }
+
+  /**
+   * Sets several keys of one namespace, each on its own, as that many `set`s would (a failed
+   * condition fails its entry alone), as one write. Data: `{ results }`, one per entry in order:
+   * `{ success: true, record }`, or the `code`, `error` and `data` its set alone would have had.
+   */
+  async setEach(params: ParamsInput<'kvStore.setEach'>, options?: RequestOptions): Promise<Reply<'kvStore.setEach'>> {
+    return this.send('kvStore.setEach', { ...params, entries: wireEntries(params.entries) }, options);
   }
 
   /** One page of keys in byte order. Data: `{ records | keys, cursor }` (`cursor` null on the last page). */
@@ -257,4 +261,13 @@ export class KvStoreApi {
     const { namespace, key, prefix, ...callbacks } = options;
     return this.watches.open(defined({ instanceId, namespace, key, prefix }), callbacks, false);
   }
+}
+
+/** Entries with their values as they travel: a `Uint8Array` as base64 (see toWireValue). */
+function wireEntries<Entry extends { value: unknown; contentType?: string | undefined }>(entries: readonly Entry[]): Entry[] {
+  return entries.map((entry) => {
+    const { value, contentType, ...rest } = entry;
+    // Into `rest`, not a new spread of it: on Node 20, { ...rest, ...wire } took about 2 µs per entry.
+    return Object.assign(rest, toWireValue(value, contentType)) as unknown as Entry;
+  });
 }

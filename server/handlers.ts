@@ -12,13 +12,15 @@ import {
   type RecordField,
   type ReplyData,
   type RequestType,
+  type SetEachResult,
+  singleReplyRoom,
 } from '../protocol/index.js';
 import { canSeeInstance, type Principal } from './auth/index.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { toQueryInput } from './query.js';
 import { assertFits, fitToBudget, wireSize } from './reply-budget.js';
-import type { AtomicOpInput, StorageEngine, StoredValue, WriteOptions } from './storage/engine.js';
-import { KeyReading, KeyValue, Reading } from './storage/record-json.js';
+import type { AtomicOpInput, SetEntry, StorageEngine, StoredValue, WriteOptions } from './storage/engine.js';
+import { KeyReading, KeyValue, Reading, setFailure } from './storage/record-json.js';
 import { encodeValue } from './values.js';
 import type { WatchHub, WatchSession } from './watch.js';
 
@@ -94,7 +96,7 @@ async function readKeys<Item>(
 }
 
 /** Capabilities announced in `hello`. */
-export const CAPABILITIES = ['batch', 'binary', 'ttl', 'conditions', 'atomic', 'query', 'list', 'incr', 'watch', 'idempotency', 'getValues'] as const;
+export const CAPABILITIES = ['batch', 'binary', 'ttl', 'conditions', 'atomic', 'query', 'list', 'incr', 'watch', 'idempotency', 'getValues', 'setEach'] as const;
 
 /**
  * One handler per request type, typed from the protocol: adding a message to protocol/ without
@@ -121,17 +123,11 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
     return new Reading(await engine.get(p.instanceId, p.namespace, p.key, { serializeOnly: repliesAsText }));
   },
   'kvStore.set': async (p, { engine, limits, writeOptions }) => {
-    const ttlMs = checkTtl(p.ttlMs, ['ttlMs']);
-    const value = encodeValue(p.value, p.contentType, limits.maxValueBytes);
     const record = await engine.set(
       {
         instanceId: p.instanceId,
         namespace: p.namespace,
-        key: p.key,
-        value,
-        ...(ttlMs !== undefined && { ttlMs }),
-        ...(p.ifVersion !== undefined && { ifVersion: p.ifVersion }),
-        ...(p.ifAbsent !== undefined && { ifAbsent: p.ifAbsent }),
+        ...setEntry(p, limits),
         ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }),
       },
       writeOptions(),
@@ -198,6 +194,35 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
       writeOptions(),
     );
     return { records };
+  },
+  'kvStore.setEach': async (p, { engine, limits, replyBudget, writeOptions }) => {
+    // An entry that its set alone would have failed before writing gets that failure as its
+    // result, in its place; the others are written.
+    const results: SetEachResult[] = new Array(p.entries.length);
+    const entries: SetEntry[] = [];
+    const places: number[] = [];
+    let replyBytes = 0;
+    p.entries.forEach((params, i) => {
+      try {
+        const entry = setEntry(params, limits);
+        // A failed condition's result carries the key's current record, which may be of any size.
+        const conditional = entry.ifVersion !== undefined || entry.ifAbsent !== undefined;
+        replyBytes += conditional ? singleReplyRoom(limits.maxValueBytes) : recordSizeBound(p.instanceId, p.namespace, entry.key, entry.value);
+        entries.push(entry);
+        places.push(i);
+      } catch (error) {
+        if (!(error instanceof ProtocolError)) throw error;
+        results[i] = setFailure(error);
+        replyBytes += wireSize(results[i]);
+      }
+    });
+    assertFits(replyBytes, replyBudget, 'setEach');
+    if (entries.length > 0) {
+      const input = { instanceId: p.instanceId, namespace: p.namespace, entries, ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }) };
+      const written = await engine.setEach(input, writeOptions());
+      written.forEach((result, j) => (results[places[j]!] = result));
+    }
+    return { results };
   },
   'kvStore.list': async (p, { engine, replyBudget }) => {
     const limit = p.limit ?? DEFAULT_LIST_LIMIT;
@@ -281,6 +306,22 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
 };
 
 /** The TTL as given, or INVALID_TTL when it is a number outside the contract's range. */
+/** What one key's set writes, from its params: the value encoded and both checked against the limits, as a set alone checks them. */
+function setEntry(
+  p: { key: string; value: unknown; contentType?: string | undefined; ttlMs?: number | undefined; ifVersion?: number | undefined; ifAbsent?: boolean | undefined },
+  limits: Limits,
+): SetEntry {
+  const ttlMs = checkTtl(p.ttlMs, ['ttlMs']);
+  const value = encodeValue(p.value, p.contentType, limits.maxValueBytes);
+  return {
+    key: p.key,
+    value,
+    ...(ttlMs !== undefined && { ttlMs }),
+    ...(p.ifVersion !== undefined && { ifVersion: p.ifVersion }),
+    ...(p.ifAbsent !== undefined && { ifAbsent: p.ifAbsent }),
+  };
+}
+
 function checkTtl(ttlMs: number | undefined, path: (string | number)[]): number | undefined {
   if (ttlMs === undefined || isValidTtl(ttlMs)) return ttlMs;
   throw new ProtocolError(ErrorCode.INVALID_TTL, `params.${path.join('.')} must be an integer from 1 to ${MAX_TTL_MS} milliseconds`, {

@@ -136,6 +136,7 @@ const VALID: { [T in RequestType]: Record<string, unknown> } = {
   'kvStore.getMany': { instanceId: 'fz', namespace: 'n', keys: ['k', 'k2'] },
   'kvStore.getValues': { instanceId: 'fz', namespace: 'n', keys: ['k', 'k2'] },
   'kvStore.setMany': { instanceId: 'fz', namespace: 'n', entries: [{ key: 'k2', value: 2 }, { key: 'b', value: 'AAEC', contentType: 'application/octet-stream' }], autoCreateInstance: true },
+  'kvStore.setEach': { instanceId: 'fz', namespace: 'n', entries: [{ key: 'k3', value: 3, ttlMs: 60_000 }, { key: 'k', value: 4, ifVersion: 1 }], autoCreateInstance: true },
   'kvStore.list': { instanceId: 'fz', namespace: 'n', prefix: 'k', limit: 5, keysOnly: false, reverse: true },
   'kvStore.incr': { instanceId: 'fz', namespace: 'n', key: 'counter', by: 2, autoCreateInstance: true },
   'kvStore.expire': { instanceId: 'fz', namespace: 'n', key: 'k', ttlMs: 60_000 },

@@ -31,6 +31,7 @@ const touches: { [T in RequestType]: (params: Params<T>) => Touched } = {
   'kvStore.getMany': (p) => p.instanceId,
   'kvStore.getValues': (p) => p.instanceId,
   'kvStore.setMany': (p) => p.instanceId,
+  'kvStore.setEach': (p) => p.instanceId,
   'kvStore.list': (p) => p.instanceId,
   'kvStore.incr': (p) => p.instanceId,
   'kvStore.expire': (p) => p.instanceId,

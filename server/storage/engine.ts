@@ -1,4 +1,4 @@
-import type { Instance, KvRecord, QueryOperator, RecordField, WatchEvent } from '../../protocol/index.js';
+import type { Instance, KvRecord, QueryOperator, RecordField, SetEachResult, WatchEvent } from '../../protocol/index.js';
 
 /**
  * The storage engine interface. It knows nothing of sockets or of SQLite: the WebSocket server,
@@ -61,6 +61,13 @@ export interface StorageEngine {
   set(input: SetInput, options?: WriteOptions): Promise<KvRecord>;
   /** All entries or none, consecutive revisions in entry order. */
   setMany(input: SetManyInput, options?: WriteOptions): Promise<KvRecord[]>;
+  /**
+   * Each entry set on its own, in order, as `set` would (a failed condition fails that entry
+   * alone, with CONFLICT in its result), in one write: under one idempotency claim, the results
+   * of all entries are kept together. A failure that is not the entry's own (a storage error)
+   * fails the whole call, and none of its entries is written.
+   */
+  setEach(input: SetEachInput, options?: WriteOptions): Promise<SetEachResult[]>;
   /** False when the key was absent. Throws CONFLICT when `ifVersion` does not match. */
   delete(instanceId: string, namespace: string, key: string, ifVersion?: number, options?: WriteOptions): Promise<boolean>;
   /** Number of live keys deleted. */
@@ -171,14 +178,25 @@ export type StoredValue =
   | { contentType: 'application/json'; json: string }
   | { contentType: string; bytes: Uint8Array };
 
-export interface SetInput {
-  instanceId: string;
-  namespace: string;
+/** One key's set: what `set` and each entry of `setEach` write. */
+export interface SetEntry {
   key: string;
   value: StoredValue;
   ttlMs?: number;
   ifVersion?: number;
   ifAbsent?: boolean;
+}
+
+export interface SetInput extends SetEntry {
+  instanceId: string;
+  namespace: string;
+  autoCreate?: boolean;
+}
+
+export interface SetEachInput {
+  instanceId: string;
+  namespace: string;
+  entries: SetEntry[];
   autoCreate?: boolean;
 }
 

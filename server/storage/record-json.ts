@@ -1,4 +1,4 @@
-import type { KvRecord } from '../../protocol/index.js';
+import type { KvRecord, ProtocolError, SetEachResult } from '../../protocol/index.js';
 
 /**
  * A record built by an engine that stores values as JSON text, carrying that text. Whatever
@@ -144,9 +144,24 @@ export class KeyValue {
   }
 }
 
-/** Objects that carry their own JSON text (see StoredRecord, Reading, KeyReading and KeyValue). */
-function carriesJson(item: unknown): item is StoredRecord | Reading | KeyReading | KeyValue {
-  return item instanceof StoredRecord || item instanceof Reading || item instanceof KeyReading || item instanceof KeyValue;
+/** A setEach entry's success, `{ success: true, record }`, written around the record's stored text. */
+export class SetSuccess {
+  readonly success = true as const;
+  constructor(readonly record: KvRecord) {}
+
+  toJsonText(): string {
+    return `{"success":true,"record":${recordJson(this.record)}}`;
+  }
+}
+
+/** A setEach entry's failure: the code, message and details a set alone would have been answered with. */
+export function setFailure(error: ProtocolError): SetEachResult {
+  return { success: false, code: error.code, error: error.message, ...(error.data !== undefined && { data: error.data }) };
+}
+
+/** Objects that carry their own JSON text (see StoredRecord, Reading, KeyReading, KeyValue and SetSuccess). */
+function carriesJson(item: unknown): item is StoredRecord | Reading | KeyReading | KeyValue | SetSuccess {
+  return item instanceof StoredRecord || item instanceof Reading || item instanceof KeyReading || item instanceof KeyValue || item instanceof SetSuccess;
 }
 
 /**
@@ -179,11 +194,12 @@ export function elementJson(item: unknown): string {
   return typeof item === 'object' && item !== null && !Array.isArray(item) ? objectJson(item) : JSON.stringify(item);
 }
 
-/** JSON.stringify of one value, spliced from carried text when it carries its own or is an array of such (with nulls). */
+/** JSON.stringify of one value, spliced from carried text when it carries its own or is an array holding such. */
 export function valueJson(field: unknown): string {
   if (carriesJson(field)) return field.toJsonText();
-  if (Array.isArray(field) && field.length > 0 && field.every((item) => item === null || carriesJson(item))) {
-    return `[${field.map((item: StoredRecord | KeyReading | KeyValue | null) => (item === null ? 'null' : item.toJsonText())).join(',')}]`;
+  if (Array.isArray(field) && field.some(carriesJson)) {
+    // As JSON.stringify writes them in an array, an undefined (or a function) is null.
+    return `[${field.map((item: unknown) => (carriesJson(item) ? item.toJsonText() : (JSON.stringify(item) ?? 'null'))).join(',')}]`;
   }
   return JSON.stringify(field);
 }

@@ -7,11 +7,12 @@ import {
   ProtocolError,
   type Instance,
   type KvRecord,
+  type SetEachResult,
   type WatchEvent,
 } from '../../protocol/index.js';
 import { decodeValue } from '../values.js';
 import { isoTime } from '../iso-time.js';
-import { recordJson, StoredRecord } from './record-json.js';
+import { recordJson, setFailure, SetSuccess, StoredRecord } from './record-json.js';
 import type {
   AtomicInput,
   ChangeRetention,
@@ -22,6 +23,8 @@ import type {
   ListInput,
   QueryInput,
   ReadOptions,
+  SetEachInput,
+  SetEntry,
   SetInput,
   SetManyInput,
   Stats,
@@ -407,19 +410,37 @@ class SqliteEngine implements StorageEngine {
   }
 
   async set(input: SetInput, options?: WriteOptions): Promise<KvRecord> {
+    return this.write(options, () => this.setKey(input.instanceId, input.namespace, input.autoCreate, input));
+  }
+
+  async setEach(input: SetEachInput, options?: WriteOptions): Promise<SetEachResult[]> {
     return this.write(options, () => {
-      const { instanceId, namespace, key } = input;
-      const now = this.now();
-      this.requireInstance(instanceId, input.autoCreate, now);
-      const existing = this.rowForWrite(instanceId, namespace, key, now);
-      if (input.ifAbsent === true && existing !== null) {
-        throw conflict(`key '${key}' already exists in namespace '${namespace}'`, existing);
-      }
-      if (input.ifVersion !== undefined && existing?.version !== input.ifVersion) {
-        throw conflict(versionMismatch(key, namespace, existing, input.ifVersion), existing);
-      }
-      return this.writeKey({ instanceId, namespace, key }, existing, contents(input.value, input.ttlMs, now), now);
+      const { instanceId, namespace, autoCreate } = input;
+      return input.entries.map((entry) => {
+        try {
+          return new SetSuccess(this.group.savepoint(() => this.setKey(instanceId, namespace, autoCreate, entry)));
+        } catch (error) {
+          // As for a keyed write: the entry's own failure is its result; anything else fails the whole.
+          if (!isKeptFailure(error) || !this.db.inTransaction) throw error;
+          return setFailure(error);
+        }
+      });
     });
+  }
+
+  /** A set's work, inside the open write. */
+  private setKey(instanceId: string, namespace: string, autoCreate: boolean | undefined, input: SetEntry): KvRecord {
+    const { key } = input;
+    const now = this.now();
+    this.requireInstance(instanceId, autoCreate, now);
+    const existing = this.rowForWrite(instanceId, namespace, key, now);
+    if (input.ifAbsent === true && existing !== null) {
+      throw conflict(`key '${key}' already exists in namespace '${namespace}'`, existing);
+    }
+    if (input.ifVersion !== undefined && existing?.version !== input.ifVersion) {
+      throw conflict(versionMismatch(key, namespace, existing, input.ifVersion), existing);
+    }
+    return this.writeKey({ instanceId, namespace, key }, existing, contents(input.value, input.ttlMs, now), now);
   }
 
   async setMany(input: SetManyInput, options?: WriteOptions): Promise<KvRecord[]> {
