@@ -67,7 +67,7 @@ export function getTarget(type: string, params: unknown): GetTarget | undefined 
 }
 
 /** The protocol's rule for a key (1 to MAX_KEY_BYTES UTF-8 bytes, well-formed), checked without zod, which the SDK does not load. */
-function isValidKey(key: unknown): key is string {
+export function isValidKey(key: unknown): key is string {
   return typeof key === 'string' && key.length > 0 && typeof key.isWellFormed === 'function' && key.isWellFormed() && utf8Length(key) <= MAX_KEY_BYTES;
 }
 

@@ -4,7 +4,8 @@ import { PROTOCOL_VERSION, utf8Length } from '../protocol/limits.js';
 import { backoffDelay, type ResolvedReconnectOptions } from './backoff.js';
 import { getFrameBytes, getManyFrame, getManyOutcome, getTarget, groupGets, MAX_GETS_PER_GET_MANY, VALUE_ONLY, type GetTarget, type QueuedGet } from './coalesce.js';
 import { KvError } from './errors.js';
-import { isKeyedWrite, withIdempotencyKey } from './idempotency.js';
+import { isKeyedWrite, newIdempotencyKey, withIdempotencyKey } from './idempotency.js';
+import { groupSets, MAX_SETS_PER_SET_EACH, setEachFrame, setEachOutcome, setFrame, setFrameBytes, setTarget, type QueuedSet, type SetTarget } from './set-each.js';
 import { isRefusal, OPEN, openSocket, terminateSocket, type WebSocketConstructor, type WebSocketLike } from './transport.js';
 
 /** Per-request options, accepted by every method that sends a request. */
@@ -93,6 +94,10 @@ interface Pending {
   readonly target: GetTarget | undefined;
   /** A plain get, or a getMany, whose caller wants the values alone (see {@link VALUE_ONLY}). */
   readonly valueOnly: boolean;
+  /** A plain set, so that the sets of one tick can go as one setEach (see set-each.ts). */
+  readonly set: SetTarget | undefined;
+  /** The requestId of the setEach this set went out in, while that setEach waits for its reply. */
+  setEachId: string | undefined;
   resolve(reply: Reply): void;
   reject(error: KvError): void;
   /**
@@ -197,6 +202,14 @@ export class Connection {
   private largeGets = false;
   /** The getManys out on the current socket, by requestId: the gets each answers, in key order. */
   private readonly getManys = new Map<string, QueuedGet[]>();
+  /** Most sets of one tick sent as one setEach on this connection; below 2, none are. */
+  private setEachSize = 0;
+  /**
+   * The setEachs sent and not yet answered, by requestId, on this socket or (after a drop) to go
+   * out again whole on the next: their frame, the sets each answers in order, the socket it last
+   * went out on, and whether it went out more than once.
+   */
+  private readonly setEachs = new Map<string, { frame: string; sets: string[]; sentOn: WebSocketLike | undefined; resent: boolean }>();
   /** Set while requests with the default timeout wait: fires at the earliest of their deadlines. */
   private deadlineTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -255,7 +268,7 @@ export class Connection {
       const reason = this.closedError;
       return Promise.reject(new KvError('NOT_CONNECTED', reason?.message ?? 'the client is closed', { cause: reason?.cause, type }));
     }
-    return this.enqueue(type, withIdempotencyKey(type, params), options, false) as Promise<Reply<T>>;
+    return this.enqueue(type, params, options, false) as Promise<Reply<T>>;
   }
 
   /**
@@ -376,6 +389,7 @@ export class Connection {
     this.getManySize = this.settings.batchRequests === true ? getManySizeFor(info, this.settings.maxPayloadBytes) : 0;
     if (this.largeGets) this.getManySize = Math.min(this.getManySize, this.batchSize);
     this.getValues = hasCapability(info, 'getValues');
+    this.setEachSize = this.settings.batchRequests === true ? setEachSizeFor(info) : 0;
     if (this.ready.settled) this.ready = deferred();
     this.ready.resolve(info);
     this.settings.logger?.debug?.('ready', { serverVersion: info.serverVersion });
@@ -423,6 +437,7 @@ export class Connection {
     this.closedError = reason;
     this.info = undefined;
     this.getManys.clear();
+    this.setEachs.clear();
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.connectTimer);
     clearTimeout(this.idleTimer);
@@ -515,6 +530,11 @@ export class Connection {
       if (entry.resend) entry.sent = false;
       else this.settle(requestId, (p) => p.reject(closedError(p.type, requestId)));
     }
+    // A setEach goes out again whole (see transmitSetEach), unless none of its sets waits any more.
+    for (const [id, setEach] of this.setEachs) {
+      setEach.sentOn = undefined;
+      if (this.setsWaitingFor(id, setEach.sets).length === 0) this.setEachs.delete(id);
+    }
   }
 
   /** Closing for good: every request that ever went out fails, since the server may have run it. */
@@ -524,17 +544,26 @@ export class Connection {
 
   // ------------------------------------------------------------------ requests
 
-  /** Registers a request; `immediate` sends it on the current socket even before the greeting is done. */
+  /**
+   * Registers a request, a write with an idempotency key (its caller's, or a fresh one); `immediate`
+   * sends it on the current socket even before the greeting is done.
+   */
   private enqueue(type: string, params: unknown, options: RequestOptions, immediate: boolean): Promise<Reply> {
     const { signal } = options;
     if (signal?.aborted === true) return Promise.reject(abortError(signal, type, undefined));
     const requestId = String(++this.seq);
     let target: GetTarget | undefined;
+    let set: SetTarget | undefined;
     let frame: string | undefined;
     try {
-      // Both read the params, whose getters may throw.
+      // All read the params, whose getters may throw. A plain get's or set's frame is built only
+      // if it goes out on its own: most go in a getMany or a setEach.
       target = getTarget(type, params);
-      if (target === undefined) frame = JSON.stringify({ type, requestId, params: params ?? {} });
+      set = target === undefined ? setTarget(type, params, newIdempotencyKey) : undefined;
+      if (target === undefined && set === undefined) {
+        params = withIdempotencyKey(type, params);
+        frame = JSON.stringify({ type, requestId, params: params ?? {} });
+      }
     } catch (cause) {
       return Promise.reject(new KvError('VALIDATION_ERROR', `the params of ${type} cannot be sent as JSON`, { cause, type }));
     }
@@ -548,8 +577,10 @@ export class Connection {
         frame,
         sent: false,
         everSent: false,
-        resend: isKeyedWrite(type, params),
+        resend: set !== undefined || isKeyedWrite(type, params),
         target,
+        set,
+        setEachId: undefined,
         valueOnly: (target !== undefined || type === 'kvStore.getMany') && (options as { [VALUE_ONLY]?: boolean })[VALUE_ONLY] === true,
         resolve,
         reject,
@@ -566,6 +597,8 @@ export class Connection {
   }
 
   private transmit(entry: Pending, requestId: string): void {
+    // A set that went out in a setEach goes out again in it, whole (see set-each.ts).
+    if (entry.setEachId !== undefined) return this.transmitSetEach(entry.setEachId);
     const socket = this.socket;
     // Not open (yet): it stays queued and goes out on the next `becomeReady`.
     if (socket === undefined || socket.readyState !== OPEN) return;
@@ -589,12 +622,48 @@ export class Connection {
     }
     entry.sent = true;
     entry.everSent = true;
-    if ((this.batchSize < 2 && this.getManySize < 2) || this.current !== 'ready') return this.sendFrame(socket, this.frameOf(entry, requestId));
-    // Ready and batching: every frame waits for the end of the tick, so that order is kept.
+    if (!this.coalescing()) return this.sendFrame(socket, this.frameOf(entry, requestId));
+    this.toOutbox(socket, requestId, SINGLE_RECORD_REQUESTS.has(entry.type as RequestType));
+  }
+
+  /** True when requests wait for the end of the tick to go out together (in a batch frame, a getMany or a setEach). */
+  private coalescing(): boolean {
+    return (this.batchSize >= 2 || this.getManySize >= 2 || this.setEachSize >= 2) && this.current === 'ready';
+  }
+
+  /** Queues a request (or a setEach going out again) for {@link flush}, at the end of the tick, so that order is kept. */
+  private toOutbox(socket: WebSocketLike, requestId: string, batchable: boolean): void {
     if (this.outboxSocket !== socket) this.outbox = [];
     this.outboxSocket = socket;
-    this.outbox.push({ requestId, batchable: SINGLE_RECORD_REQUESTS.has(entry.type as RequestType) });
+    this.outbox.push({ requestId, batchable });
     if (this.outbox.length === 1) endOfTick(() => this.flush());
+  }
+
+  /**
+   * Sends a setEach again after a drop, whole, with its requestId and key, for the sets still
+   * waiting for it. To a server that no longer takes it, or takes smaller frames, it cannot go:
+   * those sets fail with CONNECTION_CLOSED, since it may have run before the drop.
+   */
+  private transmitSetEach(id: string): void {
+    const socket = this.socket;
+    const setEach = this.setEachs.get(id);
+    if (socket === undefined || socket.readyState !== OPEN || setEach === undefined || setEach.sentOn === socket) return;
+    const waiting = this.setsWaitingFor(id, setEach.sets);
+    if (waiting.length === 0 || this.setEachSize < 2 || this.oversize(setEach.frame) !== undefined) {
+      this.setEachs.delete(id);
+      for (const requestId of waiting) this.settle(requestId, (p) => p.reject(closedError(p.type, requestId)));
+      return;
+    }
+    for (const requestId of waiting) this.pending.get(requestId)!.sent = true;
+    setEach.sentOn = socket;
+    setEach.resent = true;
+    if (!this.coalescing()) return this.sendFrame(socket, setEach.frame);
+    this.toOutbox(socket, id, false);
+  }
+
+  /** The sets of `requestIds` still waiting for the reply to setEach `id`. */
+  private setsWaitingFor(id: string, requestIds: readonly string[]): string[] {
+    return requestIds.filter((requestId) => this.pending.get(requestId)?.setEachId === id);
   }
 
   /**
@@ -625,6 +694,21 @@ export class Connection {
       run.push(frame);
       runBytes += bytes;
     };
+    let sets: QueuedSet[] = [];
+    const sendSets = () => {
+      if (sets.length === 0) return;
+      for (const group of groupSets(sets, this.setEachSize, Math.min(maxPayloadBytes, this.settings.maxPayloadBytes))) {
+        if (group.length === 1) {
+          const { requestId } = group[0]!;
+          const entry = this.pending.get(requestId);
+          if (entry !== undefined) batch(this.frameOf(entry, requestId));
+        } else {
+          sendRun();
+          this.sendSetEach(socket, group);
+        }
+      }
+      sets = [];
+    };
     let gets: QueuedGet[] = [];
     const sendGets = () => {
       for (const group of groupGets(gets, this.getManySize, maxPayloadBytes)) {
@@ -642,7 +726,25 @@ export class Connection {
     };
     for (const { requestId, batchable } of frames) {
       const entry = this.pending.get(requestId);
-      if (entry === undefined) continue;
+      if (entry === undefined) {
+        // A setEach going out again after a drop.
+        const setEach = this.setEachs.get(requestId);
+        if (setEach?.sentOn === socket) {
+          sendGets();
+          sendSets();
+          sendRun();
+          this.sendFrame(socket, setEach.frame);
+        }
+        continue;
+      }
+      if (entry.set !== undefined && this.setEachSize >= 2) {
+        // After the gets before it, which must not see it.
+        sendGets();
+        sets.push({ requestId, target: entry.set });
+        continue;
+      }
+      // Gets and anything else go after the sets before them, which they must see.
+      sendSets();
       if (entry.type === 'kvStore.get' && this.getManySize >= 2) {
         // Gets commute: one that cannot go in a getMany goes beside it without ending the run.
         if (entry.target !== undefined) gets.push({ requestId, target: entry.target, valueOnly: entry.valueOnly && this.getValues });
@@ -657,7 +759,45 @@ export class Connection {
       } else batch(frame);
     }
     sendGets();
+    sendSets();
     sendRun();
+  }
+
+  /** Sends the sets of `group` (one instance and namespace) as one setEach; {@link answerSets} answers them. */
+  private sendSetEach(socket: WebSocketLike, group: QueuedSet[]): void {
+    const id = String(++this.seq);
+    const frame = setEachFrame(id, group, newIdempotencyKey());
+    const sets = group.map(({ requestId }) => requestId);
+    this.setEachs.set(id, { frame, sets, sentOn: socket, resent: false });
+    for (const requestId of sets) this.pending.get(requestId)!.setEachId = id;
+    this.sendFrame(socket, frame);
+  }
+
+  /**
+   * Answers the sets of a setEach from its reply or, when nothing of it ran, sends each of them
+   * again on its own frame (see set-each.ts).
+   */
+  private answerSets(id: string, sets: readonly string[], resent: boolean, m: Record<string, unknown>): void {
+    const waiting = new Set(this.setsWaitingFor(id, sets));
+    const reply = readReply(m);
+    const outcome = reply instanceof KvError ? ({ kind: 'malformed' } as const) : setEachOutcome(reply, sets);
+    if (outcome.kind === 'answered') {
+      for (const set of outcome.replies) if (waiting.has(set.requestId!)) this.settle(set.requestId!, (p) => p.resolve(set));
+    } else if (outcome.kind === 'malformed') {
+      for (const requestId of waiting) {
+        this.settle(requestId, (p) => p.reject(new KvError('INTERNAL_ERROR', 'the server sent a malformed reply', { data: m, type: p.type, requestId })));
+      }
+    } else if (resent) {
+      // Refused now, but it went out before the drop too and may have run then: sent alone, under their own keys, the sets could run twice.
+      for (const requestId of waiting) this.settle(requestId, (p) => p.reject(closedError(p.type, requestId)));
+    } else {
+      const socket = this.socket;
+      for (const requestId of waiting) {
+        const entry = this.pending.get(requestId)!;
+        entry.setEachId = undefined;
+        if (socket !== undefined) this.sendFrame(socket, this.frameOf(entry, requestId));
+      }
+    }
   }
 
   /** Sends the gets of `group` (one instance and namespace) as one getMany; {@link answerGets} answers them. */
@@ -700,14 +840,15 @@ export class Connection {
    */
   private frameOf(entry: Pending, requestId: string): string {
     if (entry.valueOnly && entry.target === undefined && this.getValues) return asGetValues(entry.frame!);
-    return (entry.frame ??= JSON.stringify({ type: entry.type, requestId, params: entry.target }));
+    return (entry.frame ??= entry.set !== undefined ? setFrame(requestId, entry.set) : JSON.stringify({ type: entry.type, requestId, params: entry.target }));
   }
 
   /** True when the request surely fits the server's frames, decided without building a plain get's frame. */
   private surelyFits(entry: Pending, requestId: string): boolean {
-    if (entry.frame !== undefined || entry.target === undefined) return false;
+    if (entry.frame !== undefined || (entry.target === undefined && entry.set === undefined)) return false;
     const maxPayloadBytes = this.serverMaxPayloadBytes();
-    return maxPayloadBytes === undefined || getFrameBytes(requestId, entry.target) <= maxPayloadBytes;
+    if (maxPayloadBytes === undefined) return true;
+    return (entry.target !== undefined ? getFrameBytes(requestId, entry.target) : setFrameBytes(requestId, entry.set!)) <= maxPayloadBytes;
   }
 
   private sendFrame(socket: WebSocketLike, frame: string): void {
@@ -805,6 +946,11 @@ export class Connection {
         this.getManys.delete(requestId);
         return this.answerGets(gets, m);
       }
+      const setEach = this.setEachs.get(requestId);
+      if (setEach !== undefined) {
+        this.setEachs.delete(requestId);
+        return this.answerSets(requestId, setEach.sets, setEach.resent, m);
+      }
       // Matched by requestId only: `type` is never used to pick the waiter.
       const entry = this.pending.get(requestId);
       if (entry === undefined) {
@@ -875,6 +1021,14 @@ function getManySizeFor(info: ServerInfo, clientMaxPayloadBytes: number): number
   const { maxPayloadBytes, maxBatch } = limits;
   if (typeof maxPayloadBytes !== 'number' || typeof maxBatch !== 'number' || maxPayloadBytes > clientMaxPayloadBytes) return 0;
   return Math.min(Math.floor(maxBatch), MAX_GETS_PER_GET_MANY);
+}
+
+/** How many sets of one tick may go as one setEach to this server; 0 when they go one by one (it does not list `setEach`). */
+function setEachSizeFor(info: ServerInfo): number {
+  // Read defensively: the hello reply is not validated.
+  const maxBatch = (info as { limits?: { maxBatch?: unknown } }).limits?.maxBatch;
+  if (!hasCapability(info, 'setEach') || typeof maxBatch !== 'number') return 0;
+  return Math.min(Math.floor(maxBatch), MAX_SETS_PER_SET_EACH);
 }
 
 /** The error of a request that went out and whose reply will not come: the server may or may not have run it. */

@@ -43,7 +43,7 @@ function isParamsObject(params: unknown): params is Record<string, unknown> {
 export function withIdempotencyKey(type: string, params: unknown): unknown {
   if (!SDK_WRITE_TYPES.has(type) || !isParamsObject(params) || params['idempotencyKey'] !== undefined) return params;
   // Not { ...params, idempotencyKey }: on Node 20 a spread followed by a new field takes V8's slow path (about 1.4 µs).
-  return Object.assign({}, params, { idempotencyKey: nextKey() });
+  return Object.assign({}, params, { idempotencyKey: newIdempotencyKey() });
 }
 
 /** A random prefix for this process's keys (made on first use: some runtimes refuse random numbers while a module loads), and the count of keys made with it. */
@@ -55,7 +55,7 @@ let keysMade = 0;
  * counter. Consecutive keys sort together, so the server files each in the index pages it filed
  * the last ones in, instead of dirtying a random page per write as fully random keys would.
  */
-function nextKey(): string {
+export function newIdempotencyKey(): string {
   keyPrefix ??= nanoid();
   return `${keyPrefix}.${(keysMade++).toString(36).padStart(10, '0')}`;
 }

@@ -190,6 +190,7 @@ describe('exactly-once writes through a proxy to a real server', () => {
       await kv.expire({ ...where, key: 'k', ttlMs: 60_000 }),
       await kv.ttl({ ...where, key: 'k' }),
       await kv.setMany({ ...where, entries: [{ key: 'm', value: 1 }] }),
+      await kv.setEach({ ...where, entries: [{ key: 'e', value: 1 }] }),
       await kv.getMany({ ...where, keys: ['m'] }),
       await kv.atomic({ instanceId: id, ops: [{ op: 'set', namespace: 'n', key: 'a', value: 1 }] }),
       await kv.list(where),
@@ -389,6 +390,64 @@ describe('exactly-once writes through a proxy to a real server', () => {
     proxy.drop();
     await expect(write).resolves.toBe(1);
     expect(await direct(instanceId).get('counter')).toBe(1);
+  });
+
+  /** Loses every setEach reply on connection 1, so that the sets in it wait for the reconnect. */
+  function loseSetEachReplies(proxy: Proxy): string[] {
+    const lost: string[] = [];
+    proxy.toClient = (text, connection) => {
+      if (connection !== 1 || (JSON.parse(text) as { type?: string }).type !== 'kvStore.setEach') return text;
+      lost.push(text);
+      return undefined;
+    };
+    return lost;
+  }
+
+  it('sets that went out in one setEach whose reply was lost go out again in it, whole, and run once', async () => {
+    const proxy = await startProxy(server.url);
+    const c = client(proxy.url);
+    const { ns, instanceId } = fresh(c);
+    await ns.set('seed', 0);
+    const lost = loseSetEachReplies(proxy);
+
+    const sets = Promise.all([ns.set('a', 1), ns.set('b', 2), ns.set('a', 3)]);
+    await expect.poll(() => lost.length).toBe(1); // the server ran it; its reply never came
+    proxy.drop();
+    const records = await sets;
+    expect(records.map((record) => [record.key, record.version, record.value])).toEqual([
+      ['a', 1, 1],
+      ['b', 1, 2],
+      ['a', 2, 3],
+    ]);
+    const sent = proxy.seen.filter((s) => s.frame.type === 'kvStore.setEach');
+    expect(sent.map((s) => s.connection)).toEqual([1, expect.any(Number)]);
+    expect(sent[1]!.connection).toBeGreaterThan(1);
+    expect(sent[1]!.frame).toEqual(sent[0]!.frame); // same requestId, key and entries
+    expect(proxy.seen.filter((s) => s.frame.type === 'kvStore.set' && s.frame.params?.['key'] !== 'seed')).toEqual([]);
+    const written = direct(instanceId);
+    expect(await written.getRecord('a')).toMatchObject({ value: 3, version: 2 });
+    expect(await written.getRecord('b')).toMatchObject({ value: 2, version: 1 });
+  });
+
+  it('a setEach that the server reached after the drop cannot take fails its sets with CONNECTION_CLOSED, and none goes out alone', async () => {
+    const proxy = await startProxy(server.url);
+    const c = client(proxy.url);
+    const { ns } = fresh(c);
+    await ns.set('seed', 0);
+    const lost = loseSetEachReplies(proxy);
+    const replies = proxy.toClient;
+    // The next connection's server says it does not take setEach.
+    proxy.toClient = (text, connection) => (connection > 1 ? text.replace(',"setEach"', '') : replies(text, connection));
+
+    const sets = Promise.allSettled([ns.set('a', 1), ns.set('b', 2)]);
+    await expect.poll(() => lost.length).toBe(1);
+    proxy.drop();
+    const outcomes = await sets;
+    expect(outcomes.map((o) => o.status === 'rejected' && (o.reason as { code: string }).code)).toEqual(['CONNECTION_CLOSED', 'CONNECTION_CLOSED']);
+    expect(proxy.seen.filter((s) => s.frame.type === 'kvStore.setEach')).toHaveLength(1);
+    expect(proxy.seen.filter((s) => s.frame.type === 'kvStore.set' && s.frame.params?.['key'] !== 'seed')).toEqual([]);
+    // The client itself carries on.
+    expect(await ns.set('c', 3)).toMatchObject({ key: 'c', version: 1 });
   });
 });
 
