@@ -324,6 +324,48 @@ export function runStorageContract(
       });
     });
 
+    describe('setEach', () => {
+      it('sets each entry on its own, in order: a failed condition fails its entry alone, the others take consecutive revisions', async () => {
+        const taken = await set('taken', 'old');
+        const results = await engine.setEach({
+          instanceId: 'i1',
+          namespace: 'ns',
+          entries: [
+            { key: 'a', value: json(1) },
+            { key: 'taken', value: json('new'), ifAbsent: true },
+            { key: 'a', value: bin([2]), ttlMs: 500 },
+          ],
+        });
+        expect(results.map((r) => r.success)).toEqual([true, false, true]);
+        expect(results[1]).toMatchObject({ success: false, code: 'CONFLICT', data: { current: taken } });
+        const [first, , second] = results.map((r) => (r.success ? r.record : null));
+        expect([first?.revision, first?.version, second?.revision, second?.version]).toEqual([2, 1, 3, 2]);
+        expect(second?.expiresAt).toBe(at(T0 + 500));
+        expect(await get('a')).toEqual(second);
+        expect(await get('taken')).toEqual(taken);
+        expect(await engine.currentRevision()).toBe(3);
+      });
+
+      it('answers each entry INSTANCE_NOT_FOUND for a missing instance, and creates it with autoCreate', async () => {
+        const entries = [{ key: 'k', value: json(1) }];
+        expect(await engine.setEach({ instanceId: 'x', namespace: 'ns', entries })).toMatchObject([{ success: false, code: 'INSTANCE_NOT_FOUND' }]);
+        expect(await engine.currentRevision()).toBe(0);
+        expect(await engine.setEach({ instanceId: 'x', namespace: 'ns', entries, autoCreate: true })).toMatchObject([{ success: true, record: { key: 'k', version: 1 } }]);
+      });
+
+      it('under an idempotency claim, keeps the results of all entries together: a repeat returns them and writes nothing', async () => {
+        await set('taken', 0);
+        const input = { instanceId: 'i1', namespace: 'ns', entries: [{ key: 'a', value: json(1) }, { key: 'taken', value: json(1), ifVersion: 7 }] };
+        const options = { idempotency: { owner: '', key: 'each-1', fingerprint: 'f1' } };
+        const first = await engine.setEach(input, options);
+        const revision = await engine.currentRevision();
+        advance(10);
+        // The repeat's results are read back from their JSON text: compare them as such.
+        expect(JSON.parse(JSON.stringify(await engine.setEach(input, options)))).toEqual(JSON.parse(JSON.stringify(first)));
+        expect(await engine.currentRevision()).toBe(revision);
+      });
+    });
+
     describe('delete', () => {
       it('deletes a live key, taking a revision, and reports false (taking none) for an absent one', async () => {
         await set('k', 1);
