@@ -392,6 +392,25 @@ describe('exactly-once writes through a proxy to a real server', () => {
     expect(await direct(instanceId).get('counter')).toBe(1);
   });
 
+  it("a handle's getMany made while disconnected goes out as the server reached then takes it: a getMany where getValues is not listed", async () => {
+    const proxy = await startProxy(server.url);
+    const c = client(proxy.url);
+    const { ns } = fresh(c);
+    await ns.set('a', 1);
+    proxy.refuse = true;
+    proxy.drop();
+    await expect.poll(() => c.state).not.toBe('ready');
+    const read = ns.getMany(['a', 'b']);
+    await sleep(50);
+    // The next connection's server says it does not answer getValues.
+    proxy.toClient = (text, connection) => (connection > 1 ? text.replace(',"getValues"', '') : text);
+    proxy.refuse = false;
+    expect(await read).toEqual([1, undefined]);
+    const reads = proxy.seen.filter((s) => s.frame.params?.['keys'] !== undefined);
+    expect(reads.map((s) => [s.frame.type, s.frame.params?.['keys']])).toEqual([['kvStore.getMany', ['a', 'b']]]);
+    expect(reads[0]!.connection).toBeGreaterThan(1);
+  });
+
   /** Loses every setEach reply on connection 1, so that the sets in it wait for the reconnect. */
   function loseSetEachReplies(proxy: Proxy): string[] {
     const lost: string[] = [];
