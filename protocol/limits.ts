@@ -6,6 +6,7 @@ export const MAX_REQUEST_ID_LENGTH = 128;
 export const MAX_INSTANCE_ID_LENGTH = 128;
 export const MAX_NAMESPACE_LENGTH = 256;
 export const MAX_KEY_BYTES = 1024;
+export const MAX_CONTENT_TYPE_LENGTH = 255;
 export const MAX_VALUE_DEPTH = 100;
 /** Ten years: the largest `ttlMs` accepted. */
 export const MAX_TTL_MS = 315_360_000_000;
@@ -50,4 +51,18 @@ export function utf8Length(text: string): number {
     } else bytes += 3;
   }
   return bytes;
+}
+
+/**
+ * The protocol's rules for a key (1 to MAX_KEY_BYTES UTF-8 bytes, well-formed) and for an instance
+ * id, namespace or content type (1 to `maxLength` UTF-16 code units, well-formed), checked without
+ * zod, which the SDK does not load: the SDK groups only requests that the server's schemas accept.
+ */
+export function isValidKey(key: unknown): key is string {
+  return typeof key === 'string' && key.length > 0 && typeof key.isWellFormed === 'function' && key.isWellFormed() && utf8Length(key) <= MAX_KEY_BYTES;
+}
+
+/** See {@link isValidKey}. */
+export function isValidName(name: unknown, maxLength: number): name is string {
+  return typeof name === 'string' && name.length > 0 && name.length <= maxLength && typeof name.isWellFormed === 'function' && name.isWellFormed();
 }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import {
+  MAX_CONTENT_TYPE_LENGTH,
   MAX_INSTANCE_ID_LENGTH,
   MAX_KEY_BYTES,
   MAX_LIST_LIMIT,
@@ -27,7 +28,7 @@ export const Key = z
 /** Any JSON value, `null` included; a missing value is rejected. Depth and size are checked by the server. */
 export const Value = z.unknown().refine((v) => v !== undefined, { message: 'value is required' });
 /** `application/json` (the default) or any other type, whose value is base64 bytes. */
-export const ContentType = z.string().min(1).max(255).refine(wellFormed, WELL_FORMED);
+export const ContentType = z.string().min(1).max(MAX_CONTENT_TYPE_LENGTH).refine(wellFormed, WELL_FORMED);
 /** Range-checked by the server, which answers INVALID_TTL outside 1..MAX_TTL_MS. */
 export const TtlMs = z.number();
 export const Version = z.number().int().nonnegative();

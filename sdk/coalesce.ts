@@ -1,5 +1,5 @@
 import type { Reply, ReplyData } from '../protocol/index.js';
-import { MAX_KEY_BYTES, utf8Length } from '../protocol/limits.js';
+import { isValidKey } from '../protocol/limits.js';
 
 /**
  * Gets made in the same tick, sent as one `kvStore.getMany` per instance and namespace.
@@ -64,11 +64,6 @@ export function getTarget(type: string, params: unknown): GetTarget | undefined 
   const { instanceId, namespace, key, ...rest } = params as Record<string, unknown>;
   if (typeof instanceId !== 'string' || typeof namespace !== 'string' || !isValidKey(key)) return undefined;
   return Object.keys(rest).length === 0 ? { instanceId, namespace, key } : undefined;
-}
-
-/** The protocol's rule for a key (1 to MAX_KEY_BYTES UTF-8 bytes, well-formed), checked without zod, which the SDK does not load. */
-export function isValidKey(key: unknown): key is string {
-  return typeof key === 'string' && key.length > 0 && typeof key.isWellFormed === 'function' && key.isWellFormed() && utf8Length(key) <= MAX_KEY_BYTES;
 }
 
 /** A get waiting to go out: its requestId, its target, and whether it goes in a getValues (see above). */

@@ -111,6 +111,15 @@ interface Pending {
   cleanup(): void;
 }
 
+/** A request made ready this tick, waiting for {@link Connection.flush}. */
+interface OutboxItem {
+  requestId: string;
+  /** A single-key request, which may share a batch frame. */
+  batchable: boolean;
+  /** A plain set going out for the first time, which may go in a setEach. */
+  groupable: boolean;
+}
+
 interface Deferred<T> {
   promise: Promise<T>;
   settled: boolean;
@@ -186,7 +195,7 @@ export class Connection {
   private closedError: KvError | undefined;
   private closing: Promise<void> | undefined;
   /** The requests made ready this tick, in the order they were made; sent by {@link flush}. */
-  private outbox: { requestId: string; batchable: boolean }[] = [];
+  private outbox: OutboxItem[] = [];
   /** The socket the outbox is for: requests left for a socket that has since dropped are not sent. */
   private outboxSocket: WebSocketLike | undefined;
   /** Most single-key requests per batch frame on this connection (from the server's hello); below 2, no batching. */
@@ -620,10 +629,13 @@ export class Connection {
       );
       return;
     }
+    // Only a set that never went out may go in a setEach: one that went out on its own may have
+    // run, and must go again with its own key, or it could run twice.
+    const groupable = entry.set !== undefined && !entry.everSent;
     entry.sent = true;
     entry.everSent = true;
     if (!this.coalescing()) return this.sendFrame(socket, this.frameOf(entry, requestId));
-    this.toOutbox(socket, requestId, SINGLE_RECORD_REQUESTS.has(entry.type as RequestType));
+    this.toOutbox(socket, { requestId, batchable: SINGLE_RECORD_REQUESTS.has(entry.type as RequestType), groupable });
   }
 
   /** True when requests wait for the end of the tick to go out together (in a batch frame, a getMany or a setEach). */
@@ -632,10 +644,10 @@ export class Connection {
   }
 
   /** Queues a request (or a setEach going out again) for {@link flush}, at the end of the tick, so that order is kept. */
-  private toOutbox(socket: WebSocketLike, requestId: string, batchable: boolean): void {
+  private toOutbox(socket: WebSocketLike, item: OutboxItem): void {
     if (this.outboxSocket !== socket) this.outbox = [];
     this.outboxSocket = socket;
-    this.outbox.push({ requestId, batchable });
+    this.outbox.push(item);
     if (this.outbox.length === 1) endOfTick(() => this.flush());
   }
 
@@ -658,7 +670,7 @@ export class Connection {
     setEach.sentOn = socket;
     setEach.resent = true;
     if (!this.coalescing()) return this.sendFrame(socket, setEach.frame);
-    this.toOutbox(socket, id, false);
+    this.toOutbox(socket, { requestId: id, batchable: false, groupable: false });
   }
 
   /** The sets of `requestIds` still waiting for the reply to setEach `id`. */
@@ -694,37 +706,30 @@ export class Connection {
       run.push(frame);
       runBytes += bytes;
     };
-    let sets: QueuedSet[] = [];
-    const sendSets = () => {
-      if (sets.length === 0) return;
-      for (const group of groupSets(sets, this.setEachSize, Math.min(maxPayloadBytes, this.settings.maxPayloadBytes))) {
+    /** Each group as one request (`sendGroup`) after the requests before it, a group of one as the request it is. */
+    const sendGroups = <Queued extends { requestId: string }>(groups: Queued[][], sendGroup: (socket: WebSocketLike, group: Queued[]) => void) => {
+      for (const group of groups) {
         if (group.length === 1) {
           const { requestId } = group[0]!;
           const entry = this.pending.get(requestId);
           if (entry !== undefined) batch(this.frameOf(entry, requestId));
         } else {
           sendRun();
-          this.sendSetEach(socket, group);
+          sendGroup.call(this, socket, group);
         }
       }
+    };
+    let sets: QueuedSet[] = [];
+    const sendSets = () => {
+      sendGroups(groupSets(sets, this.setEachSize, Math.min(maxPayloadBytes, this.settings.maxPayloadBytes)), this.sendSetEach);
       sets = [];
     };
     let gets: QueuedGet[] = [];
     const sendGets = () => {
-      for (const group of groupGets(gets, this.getManySize, maxPayloadBytes)) {
-        if (group.length === 1) {
-          const { requestId } = group[0]!;
-          const entry = this.pending.get(requestId);
-          if (entry !== undefined) batch(this.frameOf(entry, requestId));
-        } else {
-          // After the requests before it: a get must see the writes made before it.
-          sendRun();
-          this.sendGetMany(socket, group);
-        }
-      }
+      sendGroups(groupGets(gets, this.getManySize, maxPayloadBytes), this.sendGetMany);
       gets = [];
     };
-    for (const { requestId, batchable } of frames) {
+    for (const { requestId, batchable, groupable } of frames) {
       const entry = this.pending.get(requestId);
       if (entry === undefined) {
         // A setEach going out again after a drop.
@@ -737,10 +742,10 @@ export class Connection {
         }
         continue;
       }
-      if (entry.set !== undefined && this.setEachSize >= 2) {
+      if (groupable && this.setEachSize >= 2) {
         // After the gets before it, which must not see it.
         sendGets();
-        sets.push({ requestId, target: entry.set });
+        sets.push({ requestId, target: entry.set! });
         continue;
       }
       // Gets and anything else go after the sets before them, which they must see.
@@ -773,6 +778,13 @@ export class Connection {
     this.sendFrame(socket, frame);
   }
 
+  /** Fails the requests `requestIds`, grouped in one request whose reply `m` was not one, with INTERNAL_ERROR. */
+  private rejectMalformed(requestIds: Iterable<string>, m: Record<string, unknown>): void {
+    for (const requestId of requestIds) {
+      this.settle(requestId, (p) => p.reject(new KvError('INTERNAL_ERROR', 'the server sent a malformed reply', { data: m, type: p.type, requestId })));
+    }
+  }
+
   /**
    * Answers the sets of a setEach from its reply or, when nothing of it ran, sends each of them
    * again on its own frame (see set-each.ts).
@@ -784,9 +796,7 @@ export class Connection {
     if (outcome.kind === 'answered') {
       for (const set of outcome.replies) if (waiting.has(set.requestId!)) this.settle(set.requestId!, (p) => p.resolve(set));
     } else if (outcome.kind === 'malformed') {
-      for (const requestId of waiting) {
-        this.settle(requestId, (p) => p.reject(new KvError('INTERNAL_ERROR', 'the server sent a malformed reply', { data: m, type: p.type, requestId })));
-      }
+      this.rejectMalformed(waiting, m);
     } else if (resent) {
       // Refused now, but it went out before the drop too and may have run then: sent alone, under their own keys, the sets could run twice.
       for (const requestId of waiting) this.settle(requestId, (p) => p.reject(closedError(p.type, requestId)));
@@ -817,9 +827,7 @@ export class Connection {
     if (outcome.kind === 'answered') {
       for (const get of outcome.replies) this.settle(get.requestId!, (p) => p.resolve(get));
     } else if (outcome.kind === 'malformed') {
-      for (const { requestId } of gets) {
-        this.settle(requestId, (p) => p.reject(new KvError('INTERNAL_ERROR', 'the server sent a malformed reply', { data: m, type: p.type, requestId })));
-      }
+      this.rejectMalformed(gets.map(({ requestId }) => requestId), m);
     } else {
       if (outcome.tooLarge) {
         this.largeGets = true;

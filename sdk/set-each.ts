@@ -1,6 +1,6 @@
 import type { Reply, ReplyData } from '../protocol/index.js';
 import { ENVELOPE_RESERVE_BYTES } from '../protocol/batch.js';
-import { isValidKey } from './coalesce.js';
+import { isValidKey, isValidName, MAX_CONTENT_TYPE_LENGTH, MAX_INSTANCE_ID_LENGTH, MAX_NAMESPACE_LENGTH } from '../protocol/limits.js';
 
 /**
  * Sets made in the same tick, sent as one `kvStore.setEach` per run of sets to one instance and
@@ -49,18 +49,22 @@ export interface SetTarget {
 const PLAIN_SET_FIELDS: ReadonlySet<string> = new Set(['instanceId', 'namespace', 'autoCreateInstance', 'key', 'value', 'contentType', 'ttlMs']);
 
 /**
- * The target of a plain `kvStore.set` that may go in a setEach: a plain object with string
- * instanceId and namespace, a key the server accepts, a value, and otherwise only contentType,
- * ttlMs and autoCreateInstance (a boolean), without an idempotency key of the caller's. Anything
- * else is undefined and goes out as it was asked. `ownKey` makes the key it goes out with alone.
+ * The target of a plain `kvStore.set` that may go in a setEach: a plain object of an instanceId,
+ * namespace and key the server accepts, a value, and otherwise only a content type the server
+ * accepts, a finite ttlMs and a boolean autoCreateInstance, without an idempotency key of the
+ * caller's. Anything else is undefined and goes out as it was asked: a set that the server's
+ * schema would refuse must not take the setEach's other sets down with it, so the checks here
+ * are the schema's. (A TTL out of range, or a value too large or too deep, fails its entry alone.)
+ * `ownKey` makes the key it goes out with alone.
  */
 export function setTarget(type: string, params: unknown, ownKey: () => string): SetTarget | undefined {
   // Only a plain object: it has no toJSON or getters of a class that could change its frame.
   if (type !== 'kvStore.set' || typeof params !== 'object' || params === null || Object.getPrototypeOf(params) !== Object.prototype) return undefined;
   const { instanceId, namespace, autoCreateInstance, key, value, contentType, ttlMs } = params as Record<string, unknown>;
-  if (typeof instanceId !== 'string' || typeof namespace !== 'string' || !isValidKey(key) || value === undefined) return undefined;
+  if (!isValidName(instanceId, MAX_INSTANCE_ID_LENGTH) || !isValidName(namespace, MAX_NAMESPACE_LENGTH) || !isValidKey(key) || value === undefined) return undefined;
   if (autoCreateInstance !== undefined && typeof autoCreateInstance !== 'boolean') return undefined;
-  if ((contentType !== undefined && typeof contentType !== 'string') || (ttlMs !== undefined && typeof ttlMs !== 'number')) return undefined;
+  if (contentType !== undefined && !isValidName(contentType, MAX_CONTENT_TYPE_LENGTH)) return undefined;
+  if (ttlMs !== undefined && !Number.isFinite(ttlMs)) return undefined;
   for (const field of Object.keys(params)) if (!PLAIN_SET_FIELDS.has(field)) return undefined;
   const valueJson = JSON.stringify(value);
   // A value that JSON leaves out (a function, a symbol) goes alone, to be refused as missing.

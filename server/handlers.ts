@@ -12,14 +12,13 @@ import {
   type RecordField,
   type ReplyData,
   type RequestType,
-  type SetEachResult,
   singleReplyRoom,
 } from '../protocol/index.js';
 import { canSeeInstance, type Principal } from './auth/index.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { toQueryInput } from './query.js';
 import { assertFits, fitToBudget, wireSize } from './reply-budget.js';
-import type { AtomicOpInput, SetEntry, StorageEngine, StoredValue, WriteOptions } from './storage/engine.js';
+import type { AtomicOpInput, SetEachInput, SetEntry, StorageEngine, StoredValue, WriteOptions } from './storage/engine.js';
 import { KeyReading, KeyValue, Reading, setFailure } from './storage/record-json.js';
 import { encodeValue } from './values.js';
 import type { WatchHub, WatchSession } from './watch.js';
@@ -196,33 +195,27 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
     return { records };
   },
   'kvStore.setEach': async (p, { engine, limits, replyBudget, writeOptions }) => {
-    // An entry that its set alone would have failed before writing gets that failure as its
-    // result, in its place; the others are written.
-    const results: SetEachResult[] = new Array(p.entries.length);
-    const entries: SetEntry[] = [];
-    const places: number[] = [];
+    // An entry that its set alone would have failed before writing is refused in its place, with
+    // that failure as its result; the others are written.
     let replyBytes = 0;
-    p.entries.forEach((params, i) => {
+    const entries = p.entries.map((params): SetEachInput['entries'][number] => {
       try {
         const entry = setEntry(params, limits);
         // A failed condition's result carries the key's current record, which may be of any size.
         const conditional = entry.ifVersion !== undefined || entry.ifAbsent !== undefined;
         replyBytes += conditional ? singleReplyRoom(limits.maxValueBytes) : recordSizeBound(p.instanceId, p.namespace, entry.key, entry.value);
-        entries.push(entry);
-        places.push(i);
+        return entry;
       } catch (error) {
         if (!(error instanceof ProtocolError)) throw error;
-        results[i] = setFailure(error);
-        replyBytes += wireSize(results[i]);
+        replyBytes += wireSize(setFailure(error));
+        return { refused: error };
       }
     });
     assertFits(replyBytes, replyBudget, 'setEach');
-    if (entries.length > 0) {
-      const input = { instanceId: p.instanceId, namespace: p.namespace, entries, ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }) };
-      const written = await engine.setEach(input, writeOptions());
-      written.forEach((result, j) => (results[places[j]!] = result));
-    }
-    return { results };
+    // Nothing to write: nothing ran, so nothing is kept, as for a set refused alone.
+    if (entries.every(isRefused)) return { results: entries.map((entry) => setFailure(entry.refused)) };
+    const input = { instanceId: p.instanceId, namespace: p.namespace, entries, ...(p.autoCreateInstance !== undefined && { autoCreate: p.autoCreateInstance }) };
+    return { results: await engine.setEach(input, writeOptions()) };
   },
   'kvStore.list': async (p, { engine, replyBudget }) => {
     const limit = p.limit ?? DEFAULT_LIST_LIMIT;
@@ -305,7 +298,6 @@ export const handlers: { [T in RequestType]: Handler<T> } = {
   },
 };
 
-/** The TTL as given, or INVALID_TTL when it is a number outside the contract's range. */
 /** What one key's set writes, from its params: the value encoded and both checked against the limits, as a set alone checks them. */
 function setEntry(
   p: { key: string; value: unknown; contentType?: string | undefined; ttlMs?: number | undefined; ifVersion?: number | undefined; ifAbsent?: boolean | undefined },
@@ -322,6 +314,12 @@ function setEntry(
   };
 }
 
+/** A setEach entry refused before any write (see SetEachInput). */
+function isRefused(entry: SetEachInput['entries'][number]): entry is { refused: ProtocolError } {
+  return 'refused' in entry;
+}
+
+/** The TTL as given, or INVALID_TTL when it is a number outside the contract's range. */
 function checkTtl(ttlMs: number | undefined, path: (string | number)[]): number | undefined {
   if (ttlMs === undefined || isValidTtl(ttlMs)) return ttlMs;
   throw new ProtocolError(ErrorCode.INVALID_TTL, `params.${path.join('.')} must be an integer from 1 to ${MAX_TTL_MS} milliseconds`, {

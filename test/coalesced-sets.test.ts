@@ -102,18 +102,16 @@ describe('the sets of one tick', () => {
     expect(await Promise.all([ns.get('a'), ns.get('b'), ns.get('c'), ns.get('taken')])).toEqual([1, undefined, 3, 'first']);
   });
 
-  it('go out again one by one when the setEach is refused as a whole: each then gets its own answer', async () => {
+  it("that the server's schema would refuse go on their own, so that they cannot take the others down", async () => {
     const s = await server();
     const c = client({ url: s.url });
-    const set = (key: string, extra: object = {}) => c.request('kvStore.set', { instanceId: 'split', namespace: 'n', key, value: key, autoCreateInstance: true, ...extra });
+    const set = (key: string, extra: object = {}) => c.request('kvStore.set', { instanceId: 'refused', namespace: 'n', key, value: key, autoCreateInstance: true, ...extra });
     const before = await counts(s, TYPES);
-    // An empty content type is refused by the schema: the whole setEach, then that set alone.
-    const replies = await Promise.all([set('a'), set('b', { contentType: '' }), set('c')]);
-    expect(replies.map((reply) => (reply.success ? 'ok' : reply.code))).toEqual(['ok', 'VALIDATION_ERROR', 'ok']);
-    expect(replies[1]).toMatchObject({ type: 'kvStore.set', requestId: expect.any(String), data: { issues: [{ path: ['contentType'] }] } });
-    expect(await answeredSince(s, before)).toEqual([1, 3]);
-    const read = await c.request('kvStore.getMany', { instanceId: 'split', namespace: 'n', keys: ['a', 'b', 'c'] });
-    expect(read.success && read.data.items.map((item) => item.value)).toEqual(['a', null, 'c']);
+    const replies = await Promise.all([set('a'), set('b'), set('c', { contentType: '' }), set('d', { ttlMs: Number.NaN }), set('e'), set('f')]);
+    expect(replies.map((reply) => (reply.success ? 'ok' : reply.code))).toEqual(['ok', 'ok', 'VALIDATION_ERROR', 'VALIDATION_ERROR', 'ok', 'ok']);
+    expect(replies[2]).toMatchObject({ type: 'kvStore.set', data: { issues: [{ path: ['contentType'] }] } });
+    // a and b in one setEach, c and d alone, e and f in another setEach.
+    expect(await answeredSince(s, before)).toEqual([2, 2]);
   });
 
   it('that a caller gave a key, or a condition, go on their own', async () => {
@@ -130,8 +128,12 @@ describe('the sets of one tick', () => {
 });
 
 describe('a setEach', () => {
-  /** A fake server that answers hello with `capabilities` and every set with a record, recording the request types (each batch element on its own) and setEach sizes. */
-  async function fakeServer(capabilities: string[]) {
+  /**
+   * A fake server that answers hello with `capabilities` and every set with a record (after
+   * `delayMs`), or every setEach with `refuse`'s failure, recording the request types (each batch
+   * element on its own) and setEach sizes.
+   */
+  async function fakeServer(capabilities: string[], { delayMs = 0, refuse }: { delayMs?: number; refuse?: string } = {}) {
     const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
     await once(wss, 'listening');
     cleanUp(() => new Promise<void>((resolve) => wss.close(() => resolve())));
@@ -150,11 +152,14 @@ describe('a setEach', () => {
           received.push(r.type);
           if (r.type === 'kvStore.setEach') {
             sizes.push(r.params.entries!.length);
+            if (refuse !== undefined) return { type: r.type, requestId: r.requestId, success: false, code: refuse, error: 'refused', timestamp: at };
             return reply({ results: r.params.entries!.map((entry) => ({ success: true, record: record(entry.key, entry.value) })) });
           }
           return reply({ record: record(r.params.key!, r.params.value) });
         };
-        socket.send(JSON.stringify(Array.isArray(parsed) ? parsed.map(answer) : answer(parsed)));
+        const replies = JSON.stringify(Array.isArray(parsed) ? parsed.map(answer) : answer(parsed));
+        if (delayMs === 0) socket.send(replies);
+        else setTimeout(() => socket.send(replies), delayMs);
       });
     });
     return { url: `ws://127.0.0.1:${(wss.address() as AddressInfo).port}`, received, sizes };
@@ -174,6 +179,41 @@ describe('a setEach', () => {
     const records = await Promise.all(keys.map((key) => ns.set(key, key.toUpperCase())));
     expect(records.map((record) => record.value)).toEqual(keys.map((key) => key.toUpperCase()));
     expect(fake.sizes).toEqual([MAX_SETS_PER_SET_EACH, 3]);
+  });
+
+  it('refused as a whole with VALIDATION_ERROR, LIMIT_EXCEEDED or UNKNOWN_TYPE ran nothing: its sets go out again on their own', async () => {
+    for (const code of ['VALIDATION_ERROR', 'LIMIT_EXCEEDED', 'UNKNOWN_TYPE']) {
+      const fake = await fakeServer(['batch', 'setEach'], { refuse: code });
+      const c = client({ url: fake.url });
+      await c.waitForReady();
+      const ns = c.instance('i').namespace('n');
+      expect((await Promise.all([ns.set('a', 1), ns.set('b', 2)])).map((record) => record.value)).toEqual([1, 2]);
+      expect(fake.received).toEqual(['kvStore.setEach', 'kvStore.set', 'kvStore.set']);
+    }
+  });
+
+  it('refused as a whole otherwise answers each set with that failure, under its own type and requestId', async () => {
+    const fake = await fakeServer(['batch', 'setEach'], { refuse: 'RATE_LIMITED' });
+    const c = client({ url: fake.url });
+    await c.waitForReady();
+    const set = (key: string) => c.request('kvStore.set', { instanceId: 'i', namespace: 'n', key, value: 1 });
+    const replies = await Promise.all([set('a'), set('b')]);
+    expect(replies.map((reply) => [reply.type, reply.success ? 'ok' : reply.code])).toEqual([
+      ['kvStore.set', 'RATE_LIMITED'],
+      ['kvStore.set', 'RATE_LIMITED'],
+    ]);
+    expect(replies[0]!.requestId).not.toBe(replies[1]!.requestId);
+    expect(fake.received).toEqual(['kvStore.setEach']);
+  });
+
+  it('leaves a set that timed out meanwhile rejected, and resolves the others', async () => {
+    const fake = await fakeServer(['batch', 'setEach'], { delayMs: 200 });
+    const c = client({ url: fake.url });
+    await c.waitForReady();
+    const ns = c.instance('i').namespace('n');
+    const outcomes = await Promise.allSettled([ns.set('a', 1), ns.set('b', 2, { timeoutMs: 50 }), ns.set('c', 3)]);
+    expect(outcomes.map((o) => (o.status === 'fulfilled' ? o.value.value : (o.reason as { code: string }).code))).toEqual([1, 'TIMEOUT', 3]);
+    expect(fake.sizes).toEqual([3]);
   });
 
   it('is never sent to a server that does not list setEach: the sets go as they did before it', async () => {

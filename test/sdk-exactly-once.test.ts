@@ -448,6 +448,31 @@ describe('exactly-once writes through a proxy to a real server', () => {
     expect(await written.getRecord('b')).toMatchObject({ value: 2, version: 1 });
   });
 
+  it('sets that went out on their own go out again on their own after a drop, never in a setEach under a new key', async () => {
+    const proxy = await startProxy(server.url);
+    const c = client(proxy.url);
+    const { ns, instanceId } = fresh(c);
+    await ns.set('seed', 0);
+    const lost: string[] = [];
+    proxy.toClient = (text, connection) => {
+      if (connection !== 1 || !text.includes('"kvStore.set"')) return text;
+      lost.push(text);
+      return undefined;
+    };
+
+    // Two ticks, one set each: each goes out alone, runs, and its reply is lost.
+    const first = ns.set('a', 1);
+    await expect.poll(() => lost.length).toBe(1);
+    const second = ns.set('b', 2);
+    await expect.poll(() => lost.length).toBe(2);
+    proxy.drop();
+    // After the reconnect both go out in the same tick: as themselves, answered from their kept replies.
+    expect((await Promise.all([first, second])).map((record) => record.version)).toEqual([1, 1]);
+    expect(proxy.seen.filter((s) => s.frame.type === 'kvStore.setEach')).toEqual([]);
+    const written = direct(instanceId);
+    expect([(await written.getRecord('a'))?.version, (await written.getRecord('b'))?.version]).toEqual([1, 1]);
+  });
+
   it('a setEach that the server reached after the drop cannot take fails its sets with CONNECTION_CLOSED, and none goes out alone', async () => {
     const proxy = await startProxy(server.url);
     const c = client(proxy.url);

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { KvRecord } from '../protocol/index.js';
+import { ErrorCode, ProtocolError, type KvRecord } from '../protocol/index.js';
 import type { QueryCondition, QueryInput, QueryTarget, StorageEngine, StoredValue } from '../server/storage/engine.js';
 
 /**
@@ -363,6 +363,17 @@ export function runStorageContract(
         // The repeat's results are read back from their JSON text: compare them as such.
         expect(JSON.parse(JSON.stringify(await engine.setEach(input, options)))).toEqual(JSON.parse(JSON.stringify(first)));
         expect(await engine.currentRevision()).toBe(revision);
+      });
+
+      it("keeps a refused entry's failure with the others: a repeat returns it even if the entry would now be written", async () => {
+        const refused = new ProtocolError(ErrorCode.VALUE_TOO_LARGE, 'value is larger than 10 bytes of JSON', { maxValueBytes: 10 });
+        const options = { idempotency: { owner: '', key: 'each-2', fingerprint: 'f2' } };
+        const first = await engine.setEach({ instanceId: 'i1', namespace: 'ns', entries: [{ refused }, { key: 'b', value: json(2) }] }, options);
+        expect(first).toMatchObject([{ success: false, code: 'VALUE_TOO_LARGE', error: refused.message, data: { maxValueBytes: 10 } }, { success: true }]);
+        // As if the limit had been raised since: the same request, now with nothing to refuse.
+        const repeat = await engine.setEach({ instanceId: 'i1', namespace: 'ns', entries: [{ key: 'a', value: json(1) }, { key: 'b', value: json(2) }] }, options);
+        expect(JSON.parse(JSON.stringify(repeat))).toEqual(JSON.parse(JSON.stringify(first)));
+        expect(await get('a')).toBeNull();
       });
     });
 

@@ -1,4 +1,4 @@
-import type { Instance, KvRecord, QueryOperator, RecordField, SetEachResult, WatchEvent } from '../../protocol/index.js';
+import type { Instance, KvRecord, ProtocolError, QueryOperator, RecordField, SetEachResult, WatchEvent } from '../../protocol/index.js';
 
 /**
  * The storage engine interface. It knows nothing of sockets or of SQLite: the WebSocket server,
@@ -196,7 +196,12 @@ export interface SetInput extends SetEntry {
 export interface SetEachInput {
   instanceId: string;
   namespace: string;
-  entries: SetEntry[];
+  /**
+   * In order. A refused entry failed the caller's checks before any write (a TTL out of range, a
+   * value too large): its result is that failure, kept with the others, so that a repeat gets the
+   * same results even if the checks would now decide otherwise.
+   */
+  entries: (SetEntry | { refused: ProtocolError })[];
   autoCreate?: boolean;
 }
 

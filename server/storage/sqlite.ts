@@ -417,6 +417,7 @@ class SqliteEngine implements StorageEngine {
     return this.write(options, () => {
       const { instanceId, namespace, autoCreate } = input;
       return input.entries.map((entry) => {
+        if ('refused' in entry) return setFailure(entry.refused);
         try {
           return new SetSuccess(this.group.savepoint(() => this.setKey(instanceId, namespace, autoCreate, entry)));
         } catch (error) {
