@@ -12,6 +12,7 @@ import { createClient, type ClientOptions, type KvClient } from '../sdk/index.js
 import { connectRaw, rid, type RawClient } from './helpers/raw-client.js';
 import { cleanUpAfterEach } from './helpers/cleanups.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { metric } from './helpers/metrics.js';
 
 const cleanUp = cleanUpAfterEach();
 
@@ -27,11 +28,7 @@ async function raw(url: string): Promise<RawClient> {
   return c;
 }
 
-async function commits(server: TestServer): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith('kvhub_storage_commits_total '));
-  return Number(line!.split(' ')[1]);
-}
+const commits = (server: TestServer) => metric(server, 'kvhub_storage_commits_total');
 
 const request = (type: string, params: object) => ({ type, requestId: rid(), params });
 

@@ -11,6 +11,7 @@ import { batchCapacity, ENVELOPE_RESERVE_BYTES, singleReplyRoom } from '../proto
 import { MAX_GETS_PER_GET_MANY } from '../sdk/coalesce.js';
 import { createClient, type ClientOptions, type KvClient } from '../sdk/index.js';
 import { cleanUpAfterEach } from './helpers/cleanups.js';
+import { answered, failed } from './helpers/metrics.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 const cleanUp = cleanUpAfterEach();
@@ -25,20 +26,6 @@ async function server(options: Parameters<typeof startTestServer>[0] = {}): Prom
   const s = await startTestServer({ durability: 'full', ...options });
   cleanUp(() => s.close());
   return s;
-}
-
-/** Requests of `type` the server has answered so far, from its /metrics. */
-async function answered(s: TestServer, type: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${s.port}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`kvhub_requests_total{type="${type}"} `));
-  return line === undefined ? 0 : Number(line.split(' ')[1]);
-}
-
-/** Requests the server has answered with error `code` so far. */
-async function failed(s: TestServer, code: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${s.port}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`kvhub_errors_total{code="${code}"} `));
-  return line === undefined ? 0 : Number(line.split(' ')[1]);
 }
 
 /** A reply without what differs between two sendings of the same request. */

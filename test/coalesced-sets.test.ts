@@ -10,6 +10,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { MAX_SETS_PER_SET_EACH } from '../sdk/set-each.js';
 import { createClient, type ClientOptions, type KvClient } from '../sdk/index.js';
 import { cleanUpAfterEach } from './helpers/cleanups.js';
+import { answered } from './helpers/metrics.js';
 import { startTestServer, type TestServer } from './helpers/server.js';
 
 const cleanUp = cleanUpAfterEach();
@@ -24,13 +25,6 @@ async function server(): Promise<TestServer> {
   const s = await startTestServer({ durability: 'full' });
   cleanUp(() => s.close());
   return s;
-}
-
-/** Requests of `type` the server has answered so far, from its /metrics. */
-async function answered(s: TestServer, type: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${s.port}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`kvhub_requests_total{type="${type}"} `));
-  return line === undefined ? 0 : Number(line.split(' ')[1]);
 }
 
 /** Requests of each of `types` the server has answered so far. */

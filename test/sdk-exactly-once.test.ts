@@ -141,6 +141,20 @@ function holdFirstConnection(proxy: Proxy): (n: number) => Promise<RequestFrame[
   };
 }
 
+/**
+ * Loses every reply to a request of `type` on connection 1 (the server ran the request), so that
+ * the request waits for the reconnect. Returns the replies lost so far.
+ */
+function loseReplies(proxy: Proxy, type: string): string[] {
+  const lost: string[] = [];
+  proxy.toClient = (text, connection) => {
+    if (connection !== 1 || (JSON.parse(text) as { type?: string }).type !== type) return text;
+    lost.push(text);
+    return undefined;
+  };
+  return lost;
+}
+
 /** Every recorded frame of the request `requestId`, one per time it went out. */
 function sendsOf(proxy: Proxy, requestId: string): Seen[] {
   return proxy.seen.filter((s) => s.frame.requestId === requestId);
@@ -378,12 +392,7 @@ describe('exactly-once writes through a proxy to a real server', () => {
     const c = client(proxy.url);
     const { ns, instanceId } = fresh(c);
     await ns.set('seed', 0);
-    const lost: string[] = [];
-    proxy.toClient = (text, connection) => {
-      if (connection !== 1 || (JSON.parse(text) as { type?: string }).type !== 'kvStore.incr') return text;
-      lost.push(text);
-      return undefined;
-    };
+    const lost = loseReplies(proxy, 'kvStore.incr');
 
     const write = ns.incr('counter');
     await expect.poll(() => lost.length).toBe(1); // the server ran it; its reply never came
@@ -411,23 +420,12 @@ describe('exactly-once writes through a proxy to a real server', () => {
     expect(reads[0]!.connection).toBeGreaterThan(1);
   });
 
-  /** Loses every setEach reply on connection 1, so that the sets in it wait for the reconnect. */
-  function loseSetEachReplies(proxy: Proxy): string[] {
-    const lost: string[] = [];
-    proxy.toClient = (text, connection) => {
-      if (connection !== 1 || (JSON.parse(text) as { type?: string }).type !== 'kvStore.setEach') return text;
-      lost.push(text);
-      return undefined;
-    };
-    return lost;
-  }
-
   it('sets that went out in one setEach whose reply was lost go out again in it, whole, and run once', async () => {
     const proxy = await startProxy(server.url);
     const c = client(proxy.url);
     const { ns, instanceId } = fresh(c);
     await ns.set('seed', 0);
-    const lost = loseSetEachReplies(proxy);
+    const lost = loseReplies(proxy, 'kvStore.setEach');
 
     const sets = Promise.all([ns.set('a', 1), ns.set('b', 2), ns.set('a', 3)]);
     await expect.poll(() => lost.length).toBe(1); // the server ran it; its reply never came
@@ -453,12 +451,7 @@ describe('exactly-once writes through a proxy to a real server', () => {
     const c = client(proxy.url);
     const { ns, instanceId } = fresh(c);
     await ns.set('seed', 0);
-    const lost: string[] = [];
-    proxy.toClient = (text, connection) => {
-      if (connection !== 1 || !text.includes('"kvStore.set"')) return text;
-      lost.push(text);
-      return undefined;
-    };
+    const lost = loseReplies(proxy, 'kvStore.set');
 
     // Two ticks, one set each: each goes out alone, runs, and its reply is lost.
     const first = ns.set('a', 1);
@@ -478,7 +471,7 @@ describe('exactly-once writes through a proxy to a real server', () => {
     const c = client(proxy.url);
     const { ns } = fresh(c);
     await ns.set('seed', 0);
-    const lost = loseSetEachReplies(proxy);
+    const lost = loseReplies(proxy, 'kvStore.setEach');
     const replies = proxy.toClient;
     // The next connection's server says it does not take setEach.
     proxy.toClient = (text, connection) => (connection > 1 ? text.replace(',"setEach"', '') : replies(text, connection));
