@@ -17,16 +17,18 @@ import { isValidKey, isValidName, MAX_CONTENT_TYPE_LENGTH, MAX_INSTANCE_ID_LENGT
  * have run them alone. A set goes out on its own (or in a batch frame) when its caller gave an
  * idempotency key (the caller may retry with it elsewhere, so it must be the key the server
  * keeps), when it has a condition (a failed condition's result carries the key's current
- * record, of any size), or when its params are not plain.
+ * record, of any size), and when its params are not plain or not ones the server's schema takes
+ * (see setTarget): so the server has no reason to refuse a setEach as a whole.
  *
- * When the setEach fails as a whole:
+ * When a server does refuse one as a whole:
  * - VALIDATION_ERROR, LIMIT_EXCEEDED or UNKNOWN_TYPE mean that nothing ran: each set goes out
  *   again on its own, with its own key. It then runs after whatever the client sent meanwhile.
  * - Any other failure (FORBIDDEN, RATE_LIMITED, a storage error) answers every set with it, as
  *   each would have been answered alone.
  * - A reply whose results do not match the sets fails each with INTERNAL_ERROR.
  * After a drop, the setEach goes out again whole, with the same requestId and key, so that it runs
- * once; its sets never go out on their own then.
+ * once; its sets never go out on their own then. A set that went out on its own goes out again on
+ * its own, never in a setEach: under another key it could run twice.
  */
 
 /** Most sets one setEach carries: enough for a tick's sets under usual loads, few enough that the server answers the first while the client still sends the next. */
