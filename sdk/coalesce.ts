@@ -122,6 +122,15 @@ export function getManyFrame(requestId: string, group: readonly QueuedGet[]): st
   return JSON.stringify({ type, requestId, params: { instanceId, namespace, keys: group.map((get) => get.target.key) } });
 }
 
+/**
+ * A grouped request's failure (a getMany's, a setEach's) as each request of the group would have
+ * had it alone: under its own type and requestId, with its own copy of `data`, so that a caller
+ * that changes one reply does not change the others.
+ */
+export function failureForEach<T extends 'kvStore.get' | 'kvStore.set'>(reply: Reply & { success: false }, type: T, requestIds: readonly string[]): Reply<T>[] {
+  return requestIds.map((requestId) => ({ ...reply, type, requestId, ...(reply.data !== undefined && { data: structuredClone(reply.data) }) }) as Reply<T>);
+}
+
 /** Failures of a getMany after which its gets go out again on their own (see above). */
 const SPLIT_ON: ReadonlySet<unknown> = new Set(['LIMIT_EXCEEDED', 'VALIDATION_ERROR']);
 
@@ -141,9 +150,7 @@ export type GetManyOutcome =
 export function getManyOutcome(reply: Reply, gets: readonly QueuedGet[]): GetManyOutcome {
   if (!reply.success) {
     if (SPLIT_ON.has(reply.code)) return { kind: 'split', tooLarge: reply.code === 'LIMIT_EXCEEDED' };
-    // Each get its own copy of `data`: a caller that changes one reply must not change the others.
-    const replies = gets.map(({ requestId }) => ({ ...reply, type: 'kvStore.get' as const, requestId, ...(reply.data !== undefined && { data: structuredClone(reply.data) }) }));
-    return { kind: 'answered', replies };
+    return { kind: 'answered', replies: failureForEach(reply, 'kvStore.get', gets.map(({ requestId }) => requestId)) };
   }
   const items = (reply.data as { items?: unknown } | undefined)?.items;
   if (!Array.isArray(items) || items.length !== gets.length) return { kind: 'malformed' };

@@ -1,5 +1,6 @@
 import type { Reply, ReplyData } from '../protocol/index.js';
 import { ENVELOPE_RESERVE_BYTES } from '../protocol/batch.js';
+import { failureForEach } from './coalesce.js';
 import { isValidKey, isValidName, MAX_CONTENT_TYPE_LENGTH, MAX_INSTANCE_ID_LENGTH, MAX_NAMESPACE_LENGTH } from '../protocol/limits.js';
 
 /**
@@ -150,9 +151,7 @@ export function setEachOutcome(reply: Reply, requestIds: readonly string[]): Set
   const { timestamp } = reply;
   if (!reply.success) {
     if (SPLIT_ON.has(reply.code)) return { kind: 'split' };
-    // Each set its own copy of `data`: a caller that changes one reply must not change the others.
-    const replies = requestIds.map((requestId) => ({ ...reply, type: 'kvStore.set' as const, requestId, ...(reply.data !== undefined && { data: structuredClone(reply.data) }) }));
-    return { kind: 'answered', replies };
+    return { kind: 'answered', replies: failureForEach(reply, 'kvStore.set', requestIds) };
   }
   const results = (reply.data as { results?: unknown } | undefined)?.results;
   if (!Array.isArray(results) || results.length !== requestIds.length) return { kind: 'malformed' };
