@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ErrorCode, ProtocolError, type KvRecord } from '../protocol/index.js';
+import { ErrorCode, ProtocolError, type KvRecord, type WatchEvent } from '../protocol/index.js';
 import type { QueryCondition, QueryInput, QueryTarget, StorageEngine, StoredValue } from '../server/storage/engine.js';
 
 /**
@@ -321,6 +321,29 @@ export function runStorageContract(
         expect(records[1]?.expiresAt).toBe(at(T0 + 500));
         expect(await engine.getMany('i1', 'ns', ['c', 'a', 'b'])).toEqual(records);
         expect(await engine.currentRevision()).toBe(5);
+      });
+
+      it('writes a large batch whole: every record, its change log entry and its event, in entry order', async () => {
+        // More entries than an engine may write per statement (SQLite: 32), and not a multiple of it.
+        const keys = Array.from({ length: 75 }, (_, i) => `k${String(74 - i).padStart(2, '0')}`);
+        await engine.setMany({ instanceId: 'i1', namespace: 'ns', entries: keys.slice(0, 40).map((key) => ({ key, value: json('old') })) });
+        const events: WatchEvent[] = [];
+        const stop = engine.onCommit((changes) => events.push(...changes));
+        const records = await engine.setMany({
+          instanceId: 'i1',
+          namespace: 'ns',
+          entries: keys.map((key, i) => ({ key, value: json({ i }) })),
+        });
+        stop();
+        expect(records.map((r) => [r.key, r.value, r.revision, r.version])).toEqual(
+          keys.map((key, i) => [key, { i }, 41 + i, i < 40 ? 2 : 1]),
+        );
+        expect(await engine.getMany('i1', 'ns', keys)).toEqual(records);
+        expect(await engine.changesSince('i1', 40, 115, 1000)).toEqual(
+          records.map((record) => ({ kind: 'set', instanceId: 'i1', namespace: 'ns', key: record.key, record, revision: record.revision })),
+        );
+        expect(events.map((e) => e.record)).toEqual(records);
+        expect(await engine.count('i1', 'ns')).toBe(75);
       });
     });
 

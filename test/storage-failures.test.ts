@@ -167,12 +167,13 @@ describe('a full database: at its size cap (maxDbBytes), or on a full disk', () 
 
     // Twenty entries of 60 KB need about 2.4 MB; the first few alone would fit.
     const keys = Array.from({ length: 20 }, (_, i) => `many-${i}`);
-    const many = await call(client, 'setMany', {
-      instanceId: INSTANCE,
-      namespace: NS,
-      entries: keys.map((key) => ({ key, value: BIG })),
-    });
-    expectDatabaseFull(many);
+    // Eighty entries of 10 KB need about 1.6 MB with their change-log entries. The SQLite engine
+    // writes a setMany's rows 32 to a statement: the first 32 fit, and the third statement fails.
+    const smallKeys = Array.from({ length: 80 }, (_, i) => `many-small-${i}`);
+    const tenKb = 'x'.repeat(10_000);
+    for (const entries of [keys.map((key) => ({ key, value: BIG })), smallKeys.map((key) => ({ key, value: tenKb }))]) {
+      expectDatabaseFull(await call(client, 'setMany', { instanceId: INSTANCE, namespace: NS, entries }));
+    }
     const atomic = await call(client, 'atomic', {
       instanceId: INSTANCE,
       checks: [],
@@ -180,8 +181,10 @@ describe('a full database: at its size cap (maxDbBytes), or on a full disk', () 
     });
     expectDatabaseFull(atomic);
 
-    const items = (await call(client, 'getMany', { instanceId: INSTANCE, namespace: NS, keys })).data.items;
-    expect(items.map((item: { exists: boolean }) => item.exists)).toEqual(keys.map(() => false));
+    for (const asked of [keys, smallKeys]) {
+      const items = (await call(client, 'getMany', { instanceId: INSTANCE, namespace: NS, keys: asked })).data.items;
+      expect(items.map((item: { exists: boolean }) => item.exists)).toEqual(asked.map(() => false));
+    }
     expect((await count(client)).data).toEqual({ count: 1 });
     // There was room for part of them (which makes "none" mean something), and the failed
     // writes left no gap in the revisions.

@@ -139,6 +139,20 @@ type Change =
   | { kind: 'namespaceDeleted'; instanceId: string; namespace: string; key: null }
   | { kind: 'instanceDeleted'; instanceId: string; namespace: null; key: null };
 
+/** The key a write goes to. */
+interface KeyTarget {
+  instanceId: string;
+  namespace: string;
+  key: string;
+}
+
+/** One key's write of a setMany: its live row before (null when absent) and what it becomes. */
+interface KeyWrite {
+  key: string;
+  existing: RecordRow | null;
+  next: Contents;
+}
+
 /** The value columns and expiry of a record about to be written. */
 interface Contents {
   value: string | null;
@@ -159,6 +173,36 @@ const RECORD_COLUMNS = 'instance_id, namespace, key, id, value, data, content_ty
 type RecordColumns = [string, string, string, string, string | null, Uint8Array | null, string, number, number, number, number, number | null];
 const RECORD_SELECTION = raw(RECORD_COLUMNS);
 
+/** The columns of a change log row, in the order of {@link logChangesSql}. */
+type ChangeColumns = [number, ChangeRow['kind'], string, string | null, string | null, string | null, number];
+
+/**
+ * Rows of a setMany written by one statement. A statement of many rows costs less per row than
+ * a statement per row (one call into better-sqlite3, one step and reset of SQLite): in-process,
+ * 100 rows and their change log went from about 10 to 8.7 µs per row.
+ */
+const ROWS_PER_STATEMENT = 32;
+
+/** `(?, ?, ?), (?, ?, ?)`: the parameters of `rows` rows of `columns` values each. */
+function valuesList(rows: number, columns: number): string {
+  const row = `(${Array<string>(columns).fill('?').join(', ')})`;
+  return Array<string>(rows).fill(row).join(', ');
+}
+
+/** Writes `rows` record rows, each a whole record: a new key, or a new version replacing the row. */
+function putRowsSql(rows: number): string {
+  return `INSERT INTO records (${RECORD_COLUMNS}) VALUES ${valuesList(rows, RECORD_COLUMNS.split(',').length)}
+    ON CONFLICT (instance_id, namespace, key) DO UPDATE SET
+      id = excluded.id, value = excluded.value, data = excluded.data, content_type = excluded.content_type,
+      version = excluded.version, revision = excluded.revision, created_at = excluded.created_at,
+      updated_at = excluded.updated_at, expires_at = excluded.expires_at`;
+}
+
+/** Appends `rows` rows to the change log. */
+function logChangesSql(rows: number): string {
+  return `INSERT INTO changes (revision, kind, instance_id, namespace, key, record, created_at) VALUES ${valuesList(rows, 7)}`;
+}
+
 function prepareStatements(db: Database.Database) {
   return {
     loadRevision: db.prepare<[], number>("SELECT value FROM meta WHERE name = 'revision'").pluck(),
@@ -166,9 +210,7 @@ function prepareStatements(db: Database.Database) {
     loadOldestChange: db.prepare<[], number>("SELECT value FROM meta WHERE name = 'oldest_change'").pluck(),
     saveOldestChange: db.prepare<[number]>("UPDATE meta SET value = ? WHERE name = 'oldest_change'"),
 
-    logChange: db.prepare<[number, ChangeRow['kind'], string, string | null, string | null, string | null, number]>(
-      'INSERT INTO changes (revision, kind, instance_id, namespace, key, record, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
-    ),
+    logChange: db.prepare<ChangeColumns>(logChangesSql(1)),
     changesSince: db.prepare<[string, number, number, number], ChangeRow>(
       'SELECT * FROM changes WHERE instance_id = ? AND revision > ? AND revision <= ? ORDER BY revision LIMIT ?',
     ),
@@ -200,13 +242,7 @@ function prepareStatements(db: Database.Database) {
     getRow: db
       .prepare<[string, string, string], RecordColumns>(`SELECT ${RECORD_COLUMNS} FROM records WHERE instance_id = ? AND namespace = ? AND key = ?`)
       .raw(),
-    putRow: db.prepare<RecordColumns>(
-      `INSERT INTO records (${RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (instance_id, namespace, key) DO UPDATE SET
-         id = excluded.id, value = excluded.value, data = excluded.data, content_type = excluded.content_type,
-         version = excluded.version, revision = excluded.revision, created_at = excluded.created_at,
-         updated_at = excluded.updated_at, expires_at = excluded.expires_at`,
-    ),
+    putRow: db.prepare<RecordColumns>(putRowsSql(1)),
     deleteRow: db.prepare<[string, string, string]>('DELETE FROM records WHERE instance_id = ? AND namespace = ? AND key = ?'),
     deleteNamespace: db.prepare<[string, string]>('DELETE FROM records WHERE instance_id = ? AND namespace = ?'),
 
@@ -302,6 +338,9 @@ class SqliteEngine implements StorageEngine {
    */
   private readonly knownInstances = new Set<string>();
   /** Recently read and written rows (see RowCache): a hot key's read needs no statement. */
+  /** Multi-row statements of setMany, by their count of rows (see commitSets). */
+  private readonly putRows: Database.Statement<unknown[]>[] = [];
+  private readonly logChanges: Database.Statement<unknown[]>[] = [];
   private readonly recentRows = new RowCache<RecordRow>(ROW_CACHE_ENTRIES, ROW_CACHE_BYTES, cachedRowBytes);
   /** Keys a read found expired; their expiry is recorded (and announced) right after the read. */
   private readonly foundExpired = new Map<string, KeyRow>();
@@ -450,10 +489,12 @@ class SqliteEngine implements StorageEngine {
       const now = this.now();
       this.requireInstance(instanceId, input.autoCreate, now);
       // Expiries found on the way are recorded first, so the writes take consecutive revisions.
-      const existing = input.entries.map((entry) => this.rowForWrite(instanceId, namespace, entry.key, now));
-      return input.entries.map((entry, i) =>
-        this.writeKey({ instanceId, namespace, key: entry.key }, existing[i]!, contents(entry.value, entry.ttlMs, now), now),
-      );
+      const writes = input.entries.map((entry): KeyWrite => ({
+        key: entry.key,
+        existing: this.rowForWrite(instanceId, namespace, entry.key, now),
+        next: contents(entry.value, entry.ttlMs, now),
+      }));
+      return this.commitSets(instanceId, namespace, writes, now);
     });
   }
 
@@ -742,48 +783,87 @@ class SqliteEngine implements StorageEngine {
   // ------------------------------------------------------------ internals
 
   /**
-   * The single place where revisions are taken: every change of the database goes through here,
-   * inside the caller's transaction. `apply` performs the change stamped with `revision`.
+   * Where revisions are taken (with commitSets, its form for many sets at once): every change of
+   * the database goes through here, inside the caller's transaction. `apply` performs the change
+   * stamped with `revision`.
    */
   private commit<T extends KvRecord | null>(change: Change, apply: (revision: number) => T): T {
     const revision = this.revision + 1;
     const result = apply(revision);
     this.revision = revision;
     // The change log row is written in the same transaction as the change itself.
-    const record = result === null ? null : recordJson(result);
-    this.stmts.logChange.run(revision, change.kind, change.instanceId, change.namespace, change.key, record, this.now());
-    // Field by field: on Node 20, a spread followed by new fields ({ ...change, revision }) costs about 3 µs.
-    this.uncommitted.push({ kind: change.kind, instanceId: change.instanceId, namespace: change.namespace, key: change.key, record: result, revision } as WatchEvent);
+    this.stmts.logChange.run(...this.logged(change, result, revision));
     return result;
   }
 
+  /**
+   * commit() for the sets of many keys of one namespace (setMany): each takes the next revision,
+   * and their rows and change log rows go in with multi-row statements, ROWS_PER_STATEMENT at a
+   * time. A failed statement leaves revisions taken; the savepoint's rollback restores them.
+   */
+  private commitSets(instanceId: string, namespace: string, writes: readonly KeyWrite[], now: number): KvRecord[] {
+    const records: KvRecord[] = [];
+    for (let start = 0; start < writes.length; start += ROWS_PER_STATEMENT) {
+      const chunk = writes.slice(start, start + ROWS_PER_STATEMENT);
+      const rows: RecordRow[] = [];
+      const rowColumns: unknown[] = [];
+      const changeColumns: unknown[] = [];
+      for (const write of chunk) {
+        const revision = ++this.revision;
+        const target = { instanceId, namespace, key: write.key };
+        const row = this.nextRow(target, write.existing, write.next, revision, now);
+        const record = toRecord(row);
+        rows.push(row);
+        rowColumns.push(...toColumns(row));
+        changeColumns.push(...this.logged({ kind: 'set', ...target }, record, revision));
+        records.push(record);
+      }
+      this.multiRow(this.putRows, putRowsSql, chunk.length).run(rowColumns);
+      this.multiRow(this.logChanges, logChangesSql, chunk.length).run(changeColumns);
+      for (const row of rows) this.recentRows.set(row.instance_id, row.namespace, row.key, row);
+    }
+    return records;
+  }
+
+  /** The statement writing `rows` rows, prepared once per count and kept in `prepared`. */
+  private multiRow(prepared: Database.Statement<unknown[]>[], text: (rows: number) => string, rows: number): Database.Statement<unknown[]> {
+    return (prepared[rows] ??= this.db.prepare<unknown[]>(text(rows)));
+  }
+
+  /** The change log row of a change, which is announced to listeners once its transaction commits. */
+  private logged(change: Change, record: KvRecord | null, revision: number): ChangeColumns {
+    // Field by field: on Node 20, a spread followed by new fields ({ ...change, revision }) costs about 3 µs.
+    this.uncommitted.push({ kind: change.kind, instanceId: change.instanceId, namespace: change.namespace, key: change.key, record, revision } as WatchEvent);
+    return [revision, change.kind, change.instanceId, change.namespace, change.key, record === null ? null : recordJson(record), this.now()];
+  }
+
   /** Writes `contents` to a key: a new record (version 1) when `existing` is null, else the next version. */
-  private writeKey(
-    target: { instanceId: string; namespace: string; key: string },
-    existing: RecordRow | null,
-    next: Contents,
-    now: number,
-  ): KvRecord {
+  private writeKey(target: KeyTarget, existing: RecordRow | null, next: Contents, now: number): KvRecord {
     return this.commit({ kind: 'set', ...target }, (revision) => {
-      const row: RecordRow = {
-        instance_id: target.instanceId,
-        namespace: target.namespace,
-        key: target.key,
-        id: existing?.id ?? nanoid(),
-        value: next.value,
-        data: next.data,
-        content_type: next.content_type,
-        version: (existing?.version ?? 0) + 1,
-        revision,
-        created_at: existing?.created_at ?? now,
-        updated_at: now,
-        expires_at: next.expires_at,
-        json: undefined,
-      };
+      const row = this.nextRow(target, existing, next, revision, now);
       this.stmts.putRow.run(...toColumns(row));
       this.recentRows.set(row.instance_id, row.namespace, row.key, row);
       return toRecord(row);
     });
+  }
+
+  /** The row of a key's next version, stamped with `revision`. */
+  private nextRow(target: KeyTarget, existing: RecordRow | null, next: Contents, revision: number, now: number): RecordRow {
+    return {
+      instance_id: target.instanceId,
+      namespace: target.namespace,
+      key: target.key,
+      id: existing?.id ?? nanoid(),
+      value: next.value,
+      data: next.data,
+      content_type: next.content_type,
+      version: (existing?.version ?? 0) + 1,
+      revision,
+      created_at: existing?.created_at ?? now,
+      updated_at: now,
+      expires_at: next.expires_at,
+      json: undefined,
+    };
   }
 
   private incrKey(input: Omit<IncrInput, 'autoCreate'>, existing: RecordRow | null, now: number): KvRecord {
