@@ -369,6 +369,36 @@ export function runStorageContract(
         expect(await engine.currentRevision()).toBe(3);
       });
 
+      it('records the expiry an entry finds before its write; a failed condition takes back the expiry it found', async () => {
+        await engine.setMany({ instanceId: 'i1', namespace: 'ns', entries: [{ key: 'gone', value: json(0), ttlMs: 5 }, { key: 'lapsed', value: json(0), ttlMs: 5 }] });
+        advance(10);
+        const events: WatchEvent[] = [];
+        const stop = engine.onCommit((changes) => events.push(...changes));
+        const results = await engine.setEach({
+          instanceId: 'i1',
+          namespace: 'ns',
+          entries: [
+            { key: 'gone', value: json(1) },
+            { key: 'lapsed', value: json(1), ifVersion: 1 },
+            { key: 'c', value: json(3) },
+          ],
+        });
+        stop();
+        expect(results).toMatchObject([
+          { success: true, record: { key: 'gone', version: 1, revision: 4 } },
+          { success: false, code: 'CONFLICT', data: { current: null } },
+          { success: true, record: { key: 'c', version: 1, revision: 5 } },
+        ]);
+        // The first entry's expiry and write stay; the second's expiry went with its savepoint.
+        expect(events.map((e) => [e.kind, e.key, e.revision])).toEqual([
+          ['expire', 'gone', 3],
+          ['set', 'gone', 4],
+          ['set', 'c', 5],
+        ]);
+        expect(await engine.currentRevision()).toBe(5);
+        expect(await get('lapsed')).toBeNull();
+      });
+
       it('answers each entry INSTANCE_NOT_FOUND for a missing instance, and creates it with autoCreate', async () => {
         const entries = [{ key: 'k', value: json(1) }];
         expect(await engine.setEach({ instanceId: 'x', namespace: 'ns', entries })).toMatchObject([{ success: false, code: 'INSTANCE_NOT_FOUND' }]);

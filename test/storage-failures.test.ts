@@ -159,7 +159,7 @@ describe('a full database: at its size cap (maxDbBytes), or on a full disk', () 
     expectDatabaseFull(await set(client, 'one-more', 's'.repeat(200)));
   });
 
-  it('stores none of a setMany or an atomic that does not fit, and takes no revision for it', async () => {
+  it('stores none of a setMany, a setEach or an atomic that does not fit, and takes no revision for it', async () => {
     const { url } = await server({ maxDbBytes: MiB });
     const client = await connect(url);
     const first = await set(client, 'before', 'small');
@@ -174,6 +174,9 @@ describe('a full database: at its size cap (maxDbBytes), or on a full disk', () 
     for (const entries of [keys.map((key) => ({ key, value: BIG })), smallKeys.map((key) => ({ key, value: tenKb }))]) {
       expectDatabaseFull(await call(client, 'setMany', { instanceId: INSTANCE, namespace: NS, entries }));
     }
+    // A setEach's entries fail one by one only for their own reasons (a condition): a full
+    // database fails the whole, and none of it stays.
+    expectDatabaseFull(await call(client, 'setEach', { instanceId: INSTANCE, namespace: NS, entries: keys.map((key) => ({ key, value: BIG })) }));
     const atomic = await call(client, 'atomic', {
       instanceId: INSTANCE,
       checks: [],

@@ -457,11 +457,19 @@ class SqliteEngine implements StorageEngine {
       const { instanceId, namespace, autoCreate } = input;
       return input.entries.map((entry) => {
         if ('refused' in entry) return setFailure(entry.refused);
+        // A condition fails after the entry has looked (and may have recorded an expiry), so a
+        // conditional entry runs in a savepoint of its own. An unconditional one can fail on its
+        // own only before it writes (its instance missing), and a savepoint per entry costs:
+        // SQLite journals again, for each, every page the entries before it touched.
+        const conditional = entry.ifVersion !== undefined || entry.ifAbsent !== undefined;
+        const revision = this.revision;
         try {
-          return new SetSuccess(this.group.savepoint(() => this.setKey(instanceId, namespace, autoCreate, entry)));
+          const set = () => this.setKey(instanceId, namespace, autoCreate, entry);
+          return new SetSuccess(conditional ? this.group.savepoint(set) : set());
         } catch (error) {
-          // As for a keyed write: the entry's own failure is its result; anything else fails the whole.
-          if (!isKeptFailure(error) || !this.db.inTransaction) throw error;
+          // As for a keyed write: the entry's own failure is its result; anything else fails the
+          // whole, as does a failure after an unconditional entry wrote (none is known to exist).
+          if (!isKeptFailure(error) || !this.db.inTransaction || this.revision !== revision) throw error;
           return setFailure(error);
         }
       });
