@@ -337,10 +337,10 @@ class SqliteEngine implements StorageEngine {
    * only ever holds ids that exist, because a deletion removes its id and any rollback clears it.
    */
   private readonly knownInstances = new Set<string>();
-  /** Recently read and written rows (see RowCache): a hot key's read needs no statement. */
   /** Multi-row statements of setMany, by their count of rows (see commitSets). */
   private readonly putRows: Database.Statement<unknown[]>[] = [];
   private readonly logChanges: Database.Statement<unknown[]>[] = [];
+  /** Recently read and written rows (see RowCache): a hot key's read needs no statement. */
   private readonly recentRows = new RowCache<RecordRow>(ROW_CACHE_ENTRIES, ROW_CACHE_BYTES, cachedRowBytes);
   /** Keys a read found expired; their expiry is recorded (and announced) right after the read. */
   private readonly foundExpired = new Map<string, KeyRow>();
@@ -818,12 +818,12 @@ class SqliteEngine implements StorageEngine {
       const changeColumns: unknown[] = [];
       for (const write of chunk) {
         const revision = ++this.revision;
-        const target = { instanceId, namespace, key: write.key };
-        const row = this.nextRow(target, write.existing, write.next, revision, now);
+        const change = { kind: 'set', instanceId, namespace, key: write.key } as const;
+        const row = nextRow(change, write.existing, write.next, revision, now);
         const record = toRecord(row);
         rows.push(row);
         rowColumns.push(...toColumns(row));
-        changeColumns.push(...this.logged({ kind: 'set', ...target }, record, revision));
+        changeColumns.push(...this.logged(change, record, revision));
         records.push(record);
       }
       this.multiRow(this.putRows, putRowsSql, chunk.length).run(rowColumns);
@@ -848,30 +848,11 @@ class SqliteEngine implements StorageEngine {
   /** Writes `contents` to a key: a new record (version 1) when `existing` is null, else the next version. */
   private writeKey(target: KeyTarget, existing: RecordRow | null, next: Contents, now: number): KvRecord {
     return this.commit({ kind: 'set', ...target }, (revision) => {
-      const row = this.nextRow(target, existing, next, revision, now);
+      const row = nextRow(target, existing, next, revision, now);
       this.stmts.putRow.run(...toColumns(row));
       this.recentRows.set(row.instance_id, row.namespace, row.key, row);
       return toRecord(row);
     });
-  }
-
-  /** The row of a key's next version, stamped with `revision`. */
-  private nextRow(target: KeyTarget, existing: RecordRow | null, next: Contents, revision: number, now: number): RecordRow {
-    return {
-      instance_id: target.instanceId,
-      namespace: target.namespace,
-      key: target.key,
-      id: existing?.id ?? nanoid(),
-      value: next.value,
-      data: next.data,
-      content_type: next.content_type,
-      version: (existing?.version ?? 0) + 1,
-      revision,
-      created_at: existing?.created_at ?? now,
-      updated_at: now,
-      expires_at: next.expires_at,
-      json: undefined,
-    };
   }
 
   private incrKey(input: Omit<IncrInput, 'autoCreate'>, existing: RecordRow | null, now: number): KvRecord {
@@ -1233,6 +1214,25 @@ function toRow(c: RecordColumns): RecordRow {
     created_at: c[9],
     updated_at: c[10],
     expires_at: c[11],
+    json: undefined,
+  };
+}
+
+/** The row of a key's next version, stamped with `revision`. */
+function nextRow(target: KeyTarget, existing: RecordRow | null, next: Contents, revision: number, now: number): RecordRow {
+  return {
+    instance_id: target.instanceId,
+    namespace: target.namespace,
+    key: target.key,
+    id: existing?.id ?? nanoid(),
+    value: next.value,
+    data: next.data,
+    content_type: next.content_type,
+    version: (existing?.version ?? 0) + 1,
+    revision,
+    created_at: existing?.created_at ?? now,
+    updated_at: now,
+    expires_at: next.expires_at,
     json: undefined,
   };
 }
