@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCode, ProtocolError, type KvRecord, type WatchEvent } from '../protocol/index.js';
 import type { QueryCondition, QueryInput, QueryTarget, StorageEngine, StoredValue } from '../server/storage/engine.js';
@@ -329,16 +330,27 @@ export function runStorageContract(
         await engine.setMany({ instanceId: 'i1', namespace: 'ns', entries: keys.slice(0, 40).map((key) => ({ key, value: json('old') })) });
         const events: WatchEvent[] = [];
         const stop = engine.onCommit((changes) => events.push(...changes));
+        // Every third value binary, every fifth with a TTL: each row's columns in their places.
         const records = await engine.setMany({
           instanceId: 'i1',
           namespace: 'ns',
-          entries: keys.map((key, i) => ({ key, value: json({ i }) })),
+          entries: keys.map((key, i) => ({ key, value: i % 3 === 0 ? bin([i]) : json({ i }), ...(i % 5 === 0 && { ttlMs: 1000 + i }) })),
         });
         stop();
-        expect(records.map((r) => [r.key, r.value, r.revision, r.version])).toEqual(
-          keys.map((key, i) => [key, { i }, 41 + i, i < 40 ? 2 : 1]),
+        expect(records.map((r) => [r.key, r.value, r.contentType, r.expiresAt, r.revision, r.version])).toEqual(
+          keys.map((key, i) => [
+            key,
+            i % 3 === 0 ? Buffer.from([i]).toString('base64') : { i },
+            i % 3 === 0 ? 'application/octet-stream' : 'application/json',
+            i % 5 === 0 ? at(T0 + 1000 + i) : null,
+            41 + i,
+            i < 40 ? 2 : 1,
+          ]),
         );
         expect(await engine.getMany('i1', 'ns', keys)).toEqual(records);
+        // A list page reads the rows themselves (an engine's row cache does not serve pages).
+        const byKey = (a: KvRecord, b: KvRecord) => (a.key < b.key ? -1 : 1);
+        expect((await engine.list({ instanceId: 'i1', namespace: 'ns', limit: 100 })).records).toEqual([...records].sort(byKey));
         expect(await engine.changesSince('i1', 40, 115, 1000)).toEqual(
           records.map((record) => ({ kind: 'set', instanceId: 'i1', namespace: 'ns', key: record.key, record, revision: record.revision })),
         );

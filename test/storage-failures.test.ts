@@ -168,7 +168,8 @@ describe('a full database: at its size cap (maxDbBytes), or on a full disk', () 
     // Twenty entries of 60 KB need about 2.4 MB; the first few alone would fit.
     const keys = Array.from({ length: 20 }, (_, i) => `many-${i}`);
     // Eighty entries of 10 KB need about 1.6 MB with their change-log entries. The SQLite engine
-    // writes a setMany's rows 32 to a statement: the first 32 fit, and the third statement fails.
+    // writes a setMany's rows 32 to a statement, and the first 32 (about 0.8 MB) fit: the failure
+    // comes in a later statement, after rows of this setMany were written and cached.
     const smallKeys = Array.from({ length: 80 }, (_, i) => `many-small-${i}`);
     const tenKb = 'x'.repeat(10_000);
     for (const entries of [keys.map((key) => ({ key, value: BIG })), smallKeys.map((key) => ({ key, value: tenKb }))]) {

@@ -468,7 +468,9 @@ class SqliteEngine implements StorageEngine {
           return new SetSuccess(conditional ? this.group.savepoint(set) : set());
         } catch (error) {
           // As for a keyed write: the entry's own failure is its result; anything else fails the
-          // whole, as does a failure after an unconditional entry wrote (none is known to exist).
+          // whole, as does a failure after an unconditional entry took a revision (none is known
+          // to exist). A kept failure added after requireInstance would need the savepoint: an
+          // instance it created takes no revision, and would stay.
           if (!isKeptFailure(error) || !this.db.inTransaction || this.revision !== revision) throw error;
           return setFailure(error);
         }
@@ -1071,7 +1073,8 @@ class SqliteEngine implements StorageEngine {
       mark: () => ({ revision: this.revision, oldestChange: this.oldestChange, changes: this.uncommitted.length }),
       restore: (mark) => {
         // An instance created by what rolled back may be remembered. Rows change only through
-        // commit(), which takes a revision: if none was taken, the cached rows are all still true.
+        // commit() and commitSets(), which take revisions: if none was taken, the cached rows are
+        // all still true.
         this.knownInstances.clear();
         if (this.revision !== mark.revision) this.recentRows.clear();
         this.revision = mark.revision;
