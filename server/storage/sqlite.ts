@@ -173,7 +173,8 @@ const RECORD_COLUMNS = 'instance_id, namespace, key, id, value, data, content_ty
 type RecordColumns = [string, string, string, string, string | null, Uint8Array | null, string, number, number, number, number, number | null];
 const RECORD_SELECTION = raw(RECORD_COLUMNS);
 
-/** The columns of a change log row, in the order of {@link logChangesSql}. */
+/** The columns of a change log row, in the order of {@link ChangeColumns}. */
+const CHANGE_COLUMNS = 'revision, kind, instance_id, namespace, key, record, created_at';
 type ChangeColumns = [number, ChangeRow['kind'], string, string | null, string | null, string | null, number];
 
 /**
@@ -183,15 +184,15 @@ type ChangeColumns = [number, ChangeRow['kind'], string, string | null, string |
  */
 const ROWS_PER_STATEMENT = 32;
 
-/** `(?, ?, ?), (?, ?, ?)`: the parameters of `rows` rows of `columns` values each. */
-function valuesList(rows: number, columns: number): string {
-  const row = `(${Array<string>(columns).fill('?').join(', ')})`;
+/** `(?, ?, ?), (?, ?, ?)`: the parameters of `rows` rows of the comma-separated `columns`. */
+function valuesList(rows: number, columns: string): string {
+  const row = `(${columns.split(',').map(() => '?').join(', ')})`;
   return Array<string>(rows).fill(row).join(', ');
 }
 
 /** Writes `rows` record rows, each a whole record: a new key, or a new version replacing the row. */
 function putRowsSql(rows: number): string {
-  return `INSERT INTO records (${RECORD_COLUMNS}) VALUES ${valuesList(rows, RECORD_COLUMNS.split(',').length)}
+  return `INSERT INTO records (${RECORD_COLUMNS}) VALUES ${valuesList(rows, RECORD_COLUMNS)}
     ON CONFLICT (instance_id, namespace, key) DO UPDATE SET
       id = excluded.id, value = excluded.value, data = excluded.data, content_type = excluded.content_type,
       version = excluded.version, revision = excluded.revision, created_at = excluded.created_at,
@@ -200,7 +201,7 @@ function putRowsSql(rows: number): string {
 
 /** Appends `rows` rows to the change log. */
 function logChangesSql(rows: number): string {
-  return `INSERT INTO changes (revision, kind, instance_id, namespace, key, record, created_at) VALUES ${valuesList(rows, 7)}`;
+  return `INSERT INTO changes (${CHANGE_COLUMNS}) VALUES ${valuesList(rows, CHANGE_COLUMNS)}`;
 }
 
 function prepareStatements(db: Database.Database) {
